@@ -1,0 +1,676 @@
+//! One client's connection to the engine: its login, its subscriptions, and
+//! the handling of every [`ClientFrame`].
+//!
+//! Access is checked here for every request, whatever transport it came
+//! from (invariant 5). Rooms a caller may not see answer `not_found`, never
+//! `forbidden`, so private room names do not leak.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::engine::{now_ms, Engine};
+use crate::error::{EngineError, ErrorCode};
+use crate::limits::AdmissionPermit;
+use crate::protocol::{
+    BotTask, ClientFrame, Codec, Cursor, MemberChange, MemberInfo, Presence, Request, Role,
+    RoomInfo, ServerFrame,
+};
+use crate::room::{direct_room_name, valid_room_name, Action, Room};
+use crate::session::{Session, SessionId};
+use crate::store::{HistoryQuery, NewMessage, RoomRecord};
+use crate::{auth, broker::RoomEvent};
+
+/// Default history page size when the client gives none.
+const DEFAULT_PAGE: u32 = 50;
+/// Messages read from the store per step of a replay.
+const REPLAY_PAGE: u32 = 500;
+/// Longest client idempotency key, in bytes.
+const MAX_CLIENT_ID_BYTES: usize = 64;
+/// Longest room topic, in bytes.
+const MAX_TOPIC_BYTES: usize = 256;
+
+/// A client's connection: created by [`Engine::connect`] or
+/// [`Engine::open`]; the transport feeds it frames with
+/// [`handle_frame`](Connection::handle_frame). Dropping it ends the
+/// client's subscriptions and presence.
+pub struct Connection {
+    engine: Engine,
+    session: Arc<dyn Session>,
+    user: Option<Arc<str>>,
+    token_hash: Option<String>,
+    subs: HashSet<String>,
+    last_typing: Option<tokio::time::Instant>,
+    /// REST calls: not a live session, so no presence.
+    detached: bool,
+    _permit: AdmissionPermit,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("session", &self.session.id())
+            .field("user", &self.user)
+            .field("subscriptions", &self.subs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Checked {
+    rec: RoomRecord,
+    policy: Arc<dyn Room>,
+    role: Option<Role>,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        engine: Engine,
+        session: Arc<dyn Session>,
+        permit: AdmissionPermit,
+        detached: bool,
+    ) -> Self {
+        Connection {
+            engine,
+            session,
+            user: None,
+            token_hash: None,
+            subs: HashSet::new(),
+            last_typing: None,
+            detached,
+            _permit: permit,
+        }
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// This connection's session id.
+    pub fn session_id(&self) -> SessionId {
+        self.session.id()
+    }
+
+    /// Decodes and handles one raw frame. A frame that does not decode gets
+    /// an `error` reply and the connection stays usable.
+    pub async fn handle_frame(&mut self, bytes: &[u8]) {
+        match self.engine.codec().decode(bytes) {
+            Ok(req) => self.handle(req).await,
+            Err(e) => {
+                self.engine.metrics().bad_frames.inc();
+                tracing::debug!(session = self.session.id(), error = %e, "bad frame");
+                self.reply(&ServerFrame::Error {
+                    id: None,
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Handles one decoded request; the reply (or error) goes to the session.
+    pub async fn handle(&mut self, req: Request) {
+        self.engine.metrics().frames_in.inc();
+        let id = req.id;
+        match self.dispatch(id, req.frame).await {
+            Ok(Some(frame)) => self.reply(&frame),
+            Ok(None) => {}
+            Err(e) => self.reply(&ServerFrame::Error {
+                id,
+                code: e.code(),
+                message: e.message().to_owned(),
+            }),
+        }
+    }
+
+    fn reply(&self, frame: &ServerFrame) {
+        Engine::send_to(&self.session, frame);
+    }
+
+    fn require_user(&self) -> Result<Arc<str>, EngineError> {
+        self.user
+            .clone()
+            .ok_or_else(|| EngineError::new(ErrorCode::Unauthenticated, "log in first"))
+    }
+
+    /// Looks a room up with the caller's role, refusing with `not_found`
+    /// when the caller may not even see it.
+    async fn check(&self, room: &str, user: &str) -> Result<Checked, EngineError> {
+        let inner = &self.engine.inner;
+        let rec = self
+            .engine
+            .room(room)
+            .await?
+            .ok_or_else(|| EngineError::not_found("room"))?;
+        let policy = self.engine.kind(&rec.kind)?;
+        let role = inner.store.member_role(room, user).await?;
+        if !policy.permits(Action::See, role) {
+            return Err(EngineError::not_found("room"));
+        }
+        Ok(Checked { rec, policy, role })
+    }
+
+    async fn check_action(
+        &self,
+        room: &str,
+        user: &str,
+        action: Action,
+    ) -> Result<Checked, EngineError> {
+        let c = self.check(room, user).await?;
+        if !c.policy.permits(action, c.role) {
+            return Err(EngineError::forbidden());
+        }
+        Ok(c)
+    }
+
+    async fn issue_token(&mut self, id: Option<u64>, user: String) -> Result<ServerFrame, EngineError> {
+        let (token, hash) = auth::new_token();
+        let ttl = u64::try_from(self.engine.limits().token_ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires_at = now_ms().saturating_add(ttl);
+        self.engine
+            .store()
+            .put_token(crate::TokenRecord {
+                token_hash: hash.clone(),
+                user: user.clone(),
+                expires_at,
+            })
+            .await?;
+        self.set_user(user.clone(), hash);
+        Ok(ServerFrame::Authed {
+            id,
+            user,
+            token,
+            expires_at,
+        })
+    }
+
+    fn set_user(&mut self, user: String, token_hash: String) {
+        self.end_login();
+        if !self.detached {
+            self.engine.presence_delta(&user, true);
+            self.engine.metrics().authenticated.inc();
+        }
+        self.user = Some(Arc::from(user));
+        self.token_hash = Some(token_hash);
+    }
+
+    /// Logs out locally: ends subscriptions and presence.
+    fn end_login(&mut self) {
+        for room in self.subs.drain() {
+            self.engine.inner.fanout.unsubscribe(&room, self.session.id());
+        }
+        if let Some(user) = self.user.take() {
+            if !self.detached {
+                self.engine.presence_delta(&user, false);
+                self.engine.metrics().authenticated.dec();
+            }
+        }
+        self.token_hash = None;
+    }
+
+    pub(crate) async fn login_with_token(
+        &mut self,
+        id: Option<u64>,
+        token: &str,
+    ) -> Result<ServerFrame, EngineError> {
+        let user = self.engine.authenticate(token).await?;
+        let rec = self
+            .engine
+            .store()
+            .token(&auth::hash_token(token))
+            .await?
+            .ok_or_else(|| EngineError::new(ErrorCode::InvalidToken, "unknown or revoked token"))?;
+        self.set_user(user.clone(), rec.token_hash);
+        Ok(ServerFrame::Authed {
+            id,
+            user,
+            token: token.to_owned(),
+            expires_at: rec.expires_at,
+        })
+    }
+
+    async fn publish_member(&self, room: &str, user: &str, change: MemberChange, role: Option<Role>) {
+        let frame = ServerFrame::MemberEvent {
+            room: room.to_owned(),
+            user: user.to_owned(),
+            change,
+            role,
+        };
+        let revoke = matches!(change, MemberChange::Left | MemberChange::Removed)
+            .then(|| Arc::from(user));
+        self.engine
+            .publish(RoomEvent {
+                room: Arc::from(room),
+                seq: None,
+                frame: Codec::encode(&frame),
+                revoke,
+            })
+            .await;
+    }
+
+    /// Runs one request. `Ok(None)` means the replies were already sent.
+    pub(crate) async fn dispatch(
+        &mut self,
+        id: Option<u64>,
+        frame: ClientFrame,
+    ) -> Result<Option<ServerFrame>, EngineError> {
+        let engine = self.engine.clone();
+        let inner = &engine.inner;
+        match frame {
+            ClientFrame::Ping => Ok(Some(ServerFrame::Pong { id })),
+            ClientFrame::Signup { username, password } => {
+                let name = auth::normalize_username(&username)?;
+                let hash = inner.hasher.hash(password).await?;
+                engine.create_user(&name, hash).await?;
+                tracing::info!(user = %name, "signed up");
+                self.issue_token(id, name).await.map(Some)
+            }
+            ClientFrame::Login { username, password } => {
+                let bad = || EngineError::new(ErrorCode::BadCredentials, "wrong user name or password");
+                let Ok(name) = auth::normalize_username(&username) else {
+                    return Err(bad());
+                };
+                let stored = inner.store.user(&name).await?.map(|u| u.password_hash);
+                if !inner.hasher.verify(password, stored).await? {
+                    return Err(bad());
+                }
+                self.issue_token(id, name).await.map(Some)
+            }
+            ClientFrame::Auth { token } => self.login_with_token(id, &token).await.map(Some),
+            ClientFrame::Logout => {
+                if let Some(hash) = &self.token_hash {
+                    inner.store.delete_token(hash).await?;
+                }
+                self.end_login();
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::CreateRoom { room, kind, topic } => {
+                let user = self.require_user()?;
+                if !valid_room_name(&room) {
+                    return Err(EngineError::invalid(
+                        "room names are 1-64 characters of a-z, 0-9, _ and -",
+                    ));
+                }
+                if topic.len() > MAX_TOPIC_BYTES {
+                    return Err(EngineError::invalid("topic too long"));
+                }
+                let policy = inner
+                    .kinds
+                    .get(&kind)
+                    .filter(|k| k.creatable())
+                    .ok_or_else(|| EngineError::invalid(format!("cannot create rooms of kind {kind:?}")))?;
+                let rec = RoomRecord {
+                    name: room,
+                    kind: policy.kind().to_owned(),
+                    topic,
+                    created_by: user.to_string(),
+                    created_at: now_ms(),
+                };
+                inner
+                    .store
+                    .create_room(rec.clone(), &[(user.to_string(), Role::Admin)])
+                    .await?;
+                Ok(Some(ServerFrame::Room {
+                    id,
+                    room: engine.room_info(&rec, 0, Some(Role::Admin)),
+                }))
+            }
+            ClientFrame::OpenDirect { user: other } => {
+                let user = self.require_user()?;
+                let other = auth::normalize_username(&other)?;
+                if other == *user {
+                    return Err(EngineError::invalid("a direct room needs another user"));
+                }
+                if !engine.user_exists(&other).await? {
+                    return Err(EngineError::not_found("user"));
+                }
+                let name = direct_room_name(&user, &other);
+                if engine.room(&name).await?.is_none() {
+                    let other_role = if engine.is_bot(&other) { Role::Bot } else { Role::Member };
+                    let rec = RoomRecord {
+                        name: name.clone(),
+                        kind: "direct".to_owned(),
+                        topic: String::new(),
+                        created_by: user.to_string(),
+                        created_at: now_ms(),
+                    };
+                    let members = [(user.to_string(), Role::Member), (other.clone(), other_role)];
+                    match inner.store.create_room(rec, &members).await {
+                        Ok(()) | Err(crate::StoreError::AlreadyExists) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let c = self.check(&name, &user).await?;
+                let last = inner.store.last_seq(&name).await?;
+                Ok(Some(ServerFrame::Room {
+                    id,
+                    room: engine.room_info(&c.rec, last, c.role),
+                }))
+            }
+            ClientFrame::Join { room } => {
+                let user = self.require_user()?;
+                let c = self.check(&room, &user).await?;
+                let role = match c.role {
+                    Some(r) => r,
+                    None => {
+                        if !c.policy.permits(Action::Join, None) {
+                            return Err(EngineError::forbidden());
+                        }
+                        inner.store.set_member(&room, &user, Role::Member).await?;
+                        self.publish_member(&room, &user, MemberChange::Joined, Some(Role::Member))
+                            .await;
+                        Role::Member
+                    }
+                };
+                let last = inner.store.last_seq(&room).await?;
+                Ok(Some(ServerFrame::Room {
+                    id,
+                    room: engine.room_info(&c.rec, last, Some(role)),
+                }))
+            }
+            ClientFrame::Leave { room } => {
+                let user = self.require_user()?;
+                let c = self.check(&room, &user).await?;
+                if c.role.is_none() {
+                    return Err(EngineError::not_found("membership"));
+                }
+                if !c.policy.creatable() {
+                    return Err(EngineError::invalid("direct rooms cannot be left"));
+                }
+                inner.store.remove_member(&room, &user).await?;
+                self.publish_member(&room, &user, MemberChange::Left, None).await;
+                self.subs.remove(&room);
+                inner.fanout.unsubscribe(&room, self.session.id());
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::ListRooms => {
+                let user = self.require_user()?;
+                let max = engine.limits().rooms_listed_max;
+                let listed: Vec<String> = inner
+                    .kinds
+                    .values()
+                    .filter(|k| k.permits(Action::See, None))
+                    .map(|k| k.kind().to_owned())
+                    .collect();
+                let mut rooms: Vec<(RoomRecord, Option<Role>)> = inner
+                    .store
+                    .memberships(&user)
+                    .await?
+                    .into_iter()
+                    .map(|(r, role)| (r, Some(role)))
+                    .collect();
+                let mut seen: HashSet<String> = rooms.iter().map(|(r, _)| r.name.clone()).collect();
+                for r in inner.store.rooms_of_kinds(&listed, max).await? {
+                    if seen.insert(r.name.clone()) {
+                        rooms.push((r, None));
+                    }
+                }
+                rooms.truncate(max as usize);
+                let mut out: Vec<RoomInfo> = Vec::with_capacity(rooms.len());
+                for (r, role) in rooms {
+                    let last = inner.store.last_seq(&r.name).await?;
+                    out.push(engine.room_info(&r, last, role));
+                }
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(Some(ServerFrame::Rooms { id, rooms: out }))
+            }
+            ClientFrame::Members { room } => {
+                let user = self.require_user()?;
+                self.check_action(&room, &user, Action::Read).await?;
+                let members = inner
+                    .store
+                    .members(&room)
+                    .await?
+                    .into_iter()
+                    .map(|(u, role)| MemberInfo {
+                        online: engine.presence_of(&u) != Presence::Offline,
+                        user: u,
+                        role,
+                    })
+                    .collect();
+                Ok(Some(ServerFrame::Members { id, room, members }))
+            }
+            ClientFrame::Invite { room, user: target } => {
+                let user = self.require_user()?;
+                self.check_action(&room, &user, Action::Manage).await?;
+                let target = auth::normalize_username(&target)?;
+                if !engine.user_exists(&target).await? {
+                    return Err(EngineError::not_found("user"));
+                }
+                let role = if engine.is_bot(&target) { Role::Bot } else { Role::Member };
+                if inner.store.member_role(&room, &target).await?.is_none() {
+                    inner.store.set_member(&room, &target, role).await?;
+                    self.publish_member(&room, &target, MemberChange::Invited, Some(role))
+                        .await;
+                }
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::Remove { room, user: target } => {
+                let user = self.require_user()?;
+                self.check_action(&room, &user, Action::Manage).await?;
+                let target = auth::normalize_username(&target)?;
+                if !inner.store.remove_member(&room, &target).await? {
+                    return Err(EngineError::not_found("member"));
+                }
+                self.publish_member(&room, &target, MemberChange::Removed, None)
+                    .await;
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::SetRole { room, user: target, role } => {
+                let user = self.require_user()?;
+                self.check_action(&room, &user, Action::Manage).await?;
+                if role == Role::Bot {
+                    return Err(EngineError::invalid("the bot role is given by inviting a bot"));
+                }
+                let target = auth::normalize_username(&target)?;
+                match inner.store.member_role(&room, &target).await? {
+                    None => return Err(EngineError::not_found("member")),
+                    Some(Role::Bot) => return Err(EngineError::invalid("bots keep the bot role")),
+                    Some(_) => {}
+                }
+                inner.store.set_member(&room, &target, role).await?;
+                self.publish_member(&room, &target, MemberChange::RoleChanged, Some(role))
+                    .await;
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::Send { room, body, client_id } => {
+                let user = self.require_user()?;
+                if body.trim().is_empty() {
+                    return Err(EngineError::invalid("empty message"));
+                }
+                if body.len() > engine.limits().max_message_bytes {
+                    return Err(EngineError::new(
+                        ErrorCode::MessageTooLarge,
+                        format!("messages are at most {} bytes", engine.limits().max_message_bytes),
+                    ));
+                }
+                if client_id.as_ref().is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES || c.is_empty()) {
+                    return Err(EngineError::invalid("client_id is 1 to 64 bytes"));
+                }
+                if !inner.rate.check(&user) {
+                    engine.metrics().rate_limited.inc();
+                    return Err(EngineError::new(ErrorCode::RateLimited, "slow down"));
+                }
+                let c = self.check_action(&room, &user, Action::Post).await?;
+                let appended = engine
+                    .append_and_publish(NewMessage {
+                        room: room.clone(),
+                        sender: user.to_string(),
+                        body,
+                        kind: crate::MessageKind::User,
+                        client_id: client_id.clone(),
+                        ts: now_ms(),
+                    })
+                    .await?;
+                self.reply(&ServerFrame::Ack {
+                    id,
+                    room: room.clone(),
+                    seq: appended.message.seq,
+                    client_id,
+                    duplicate: appended.duplicate,
+                });
+                if !appended.duplicate {
+                    for bot in engine.bots_to_answer(&c.rec, &appended.message.body).await? {
+                        let prompt = appended.message.body.clone();
+                        engine.spawn_bot(bot, room.clone(), user.to_string(), BotTask::Answer { prompt }, None);
+                    }
+                }
+                Ok(None)
+            }
+            ClientFrame::History { room, before, after, limit } => {
+                let user = self.require_user()?;
+                self.check_action(&room, &user, Action::Read).await?;
+                let limit = limit.unwrap_or(DEFAULT_PAGE).min(engine.limits().history_page_max);
+                let query = HistoryQuery {
+                    before,
+                    after,
+                    limit: limit.saturating_add(1),
+                };
+                let mut messages = inner.store.history(&room, query).await?;
+                let has_more = messages.len() > limit as usize;
+                if has_more {
+                    if after.is_some() {
+                        messages.truncate(limit as usize);
+                    } else {
+                        messages.remove(0);
+                    }
+                }
+                Ok(Some(ServerFrame::History { id, room, messages, has_more }))
+            }
+            ClientFrame::Subscribe { rooms } => {
+                let user = self.require_user()?;
+                if self.subs.len() + rooms.len() > engine.limits().max_subscriptions {
+                    return Err(EngineError::invalid(format!(
+                        "at most {} subscriptions per session",
+                        engine.limits().max_subscriptions
+                    )));
+                }
+                for cursor in rooms {
+                    let reply = match self.subscribe(id, &user, &cursor).await {
+                        Ok(f) => f,
+                        Err(e) => ServerFrame::Error {
+                            id,
+                            code: e.code(),
+                            message: format!("{}: {}", cursor.room, e.message()),
+                        },
+                    };
+                    if self.session.is_closed() {
+                        break;
+                    }
+                    self.reply(&reply);
+                }
+                Ok(None)
+            }
+            ClientFrame::Unsubscribe { room } => {
+                self.require_user()?;
+                self.subs.remove(&room);
+                inner.fanout.unsubscribe(&room, self.session.id());
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::Typing { room } => {
+                let user = self.require_user()?;
+                self.check_action(&room, &user, Action::Post).await?;
+                let now = tokio::time::Instant::now();
+                // At most one typing event per second per connection.
+                if self.last_typing.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
+                    self.last_typing = Some(now);
+                    let frame = ServerFrame::Typing { room: room.clone(), user: user.to_string() };
+                    engine.publish_ephemeral(&room, &frame).await;
+                }
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::SetPresence { status } => {
+                let user = self.require_user()?;
+                if status == Presence::Offline {
+                    return Err(EngineError::invalid("log out to go offline"));
+                }
+                if !self.detached {
+                    engine.set_status(&user, status);
+                }
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::Ask { room, bot, task } => {
+                let user = self.require_user()?;
+                let private = matches!(task, BotTask::SmartReplies);
+                let action = if private { Action::Read } else { Action::Post };
+                self.check_action(&room, &user, action).await?;
+                if !inner.rate.check(&user) {
+                    engine.metrics().rate_limited.inc();
+                    return Err(EngineError::new(ErrorCode::RateLimited, "slow down"));
+                }
+                let bot = engine.pick_bot(&room, bot.as_deref()).await?;
+                if let BotTask::Answer { prompt } = &task {
+                    if prompt.trim().is_empty() || prompt.len() > engine.limits().max_message_bytes {
+                        return Err(EngineError::invalid("the question is empty or too long"));
+                    }
+                }
+                let target = private.then(|| (self.session.clone(), id));
+                engine.spawn_bot(bot, room, user.to_string(), task, target);
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+        }
+    }
+
+    /// Subscribes to one room: registers in catch-up mode, replays history
+    /// after the cursor, then goes live with no gap and no duplicate.
+    async fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        user: &Arc<str>,
+        cursor: &Cursor,
+    ) -> Result<ServerFrame, EngineError> {
+        let engine = self.engine.clone();
+        let inner = &engine.inner;
+        let room = cursor.room.as_str();
+        self.check_action(room, user, Action::Read).await?;
+        inner
+            .fanout
+            .subscribe(room, self.session.clone(), Some(user.clone()))
+            .await?;
+        self.subs.insert(room.to_owned());
+        let mut replayed = match cursor.last_seq {
+            Some(s) => s,
+            // Live only: start after whatever is stored now.
+            None => inner.store.last_seq(room).await?,
+        };
+        if cursor.last_seq.is_some() {
+            loop {
+                let page = inner
+                    .store
+                    .history(room, HistoryQuery::after(replayed, REPLAY_PAGE))
+                    .await?;
+                let n = page.len();
+                for message in page {
+                    self.session.writable().await;
+                    if self.session.is_closed() {
+                        return Err(EngineError::new(ErrorCode::Lagged, "session closed during replay"));
+                    }
+                    replayed = message.seq;
+                    Engine::send_to(&self.session, &ServerFrame::Message { message });
+                }
+                if n < REPLAY_PAGE as usize {
+                    break;
+                }
+            }
+        }
+        match inner.fanout.activate(room, self.session.id(), replayed) {
+            Some(last_seq) => Ok(ServerFrame::Subscribed {
+                id,
+                room: room.to_owned(),
+                last_seq,
+            }),
+            None => {
+                self.subs.remove(room);
+                Err(EngineError::new(ErrorCode::Lagged, "lagged during replay"))
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.end_login();
+        if !self.detached {
+            self.engine.forget_session(self.session.id());
+        }
+    }
+}

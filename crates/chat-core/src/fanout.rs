@@ -1,0 +1,356 @@
+//! Fan-out: this node's room subscribers, fed by the [`Broker`](crate::Broker).
+//!
+//! Per room it keeps the next expected `seq`, so stored messages reach every
+//! subscriber in order, once, with no gap (invariant 2): an early event
+//! waits in a small reorder buffer, a late duplicate is dropped, and a gap
+//! that does not close by itself within [`FanoutSettings::gap_timeout`] is
+//! filled from the store. Each delivery is a non-blocking push of shared
+//! bytes into a bounded queue; a subscriber whose queue is full is closed
+//! with `lagged` and nobody else waits (invariant 4).
+//!
+//! A subscriber starts in *catch-up*: live events are buffered while the
+//! engine replays history from the store, then [`Fanout::activate`] flushes
+//! the buffer past what the replay delivered (invariant 3).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use crate::broker::{EventSink, RoomEvent};
+use crate::error::{ErrorCode, StoreError};
+use crate::metrics::Metrics;
+use crate::protocol::{Codec, ServerFrame};
+use crate::session::{Session, SessionId};
+use crate::store::{HistoryQuery, Store};
+
+/// Bounds of the fan-out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FanoutSettings {
+    /// Most events buffered for one subscriber during catch-up.
+    pub(crate) catch_up_buffer: usize,
+    /// Most out-of-order events held per room before a gap fill is forced.
+    pub(crate) reorder_buffer: usize,
+    /// How long a gap may stay open before it is filled from the store.
+    pub(crate) gap_timeout: Duration,
+}
+
+struct Sub {
+    session: Arc<dyn Session>,
+    user: Option<Arc<str>>,
+    /// Newest `seq` delivered to this subscriber.
+    last_seq: u64,
+    /// `Some` while the subscriber is catching up.
+    buffer: Option<Vec<RoomEvent>>,
+}
+
+struct RoomSubs {
+    /// The `seq` the room's next stored message will carry.
+    next_seq: u64,
+    pending: BTreeMap<u64, RoomEvent>,
+    gap_fill_scheduled: bool,
+    subs: HashMap<SessionId, Sub>,
+}
+
+pub(crate) struct Fanout {
+    rooms: RwLock<HashMap<Arc<str>, Arc<Mutex<RoomSubs>>>>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    settings: FanoutSettings,
+    me: Weak<Fanout>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fanout {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        settings: FanoutSettings,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Fanout {
+            rooms: RwLock::new(HashMap::new()),
+            store,
+            metrics,
+            settings,
+            me: me.clone(),
+        })
+    }
+
+    fn entry(&self, room: &str) -> Option<Arc<Mutex<RoomSubs>>> {
+        self.rooms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .cloned()
+    }
+
+    /// Registers `session` in catch-up mode. Live events of the room are
+    /// buffered for it until [`activate`](Self::activate).
+    pub(crate) async fn subscribe(
+        &self,
+        room: &str,
+        session: Arc<dyn Session>,
+        user: Option<Arc<str>>,
+    ) -> Result<(), StoreError> {
+        let entry = match self.entry(room) {
+            Some(e) => e,
+            None => {
+                // Read before inserting: anything stored meanwhile is either
+                // replayed from history or arrives as a live event; a seq
+                // published in between is filled from the store.
+                let last = self.store.last_seq(room).await?;
+                let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+                rooms
+                    .entry(Arc::from(room))
+                    .or_insert_with(|| {
+                        Arc::new(Mutex::new(RoomSubs {
+                            next_seq: last + 1,
+                            pending: BTreeMap::new(),
+                            gap_fill_scheduled: false,
+                            subs: HashMap::new(),
+                        }))
+                    })
+                    .clone()
+            }
+        };
+        let mut subs = lock(&entry);
+        let id = session.id();
+        if subs
+            .subs
+            .insert(
+                id,
+                Sub {
+                    session,
+                    user,
+                    last_seq: 0,
+                    buffer: Some(Vec::new()),
+                },
+            )
+            .is_none()
+        {
+            self.metrics.subscriptions.inc();
+        }
+        Ok(())
+    }
+
+    /// Ends catch-up: delivers the buffered events newer than `replayed`
+    /// (the newest `seq` the replay sent) and goes live. Returns the newest
+    /// `seq` delivered, or `None` if the subscriber lagged (or is gone).
+    pub(crate) fn activate(&self, room: &str, id: SessionId, replayed: u64) -> Option<u64> {
+        let entry = self.entry(room)?;
+        let mut guard = lock(&entry);
+        let subs = &mut *guard;
+        let sub = subs.subs.get_mut(&id)?;
+        sub.last_seq = sub.last_seq.max(replayed);
+        let mut ok = true;
+        for ev in sub.buffer.take().unwrap_or_default() {
+            ok = match ev.seq {
+                Some(s) if s <= sub.last_seq => continue,
+                Some(s) => {
+                    sub.last_seq = s;
+                    sub.session.deliver(ev.frame).is_ok()
+                }
+                None => sub.session.deliver(ev.frame).is_ok(),
+            };
+            if !ok {
+                break;
+            }
+        }
+        // The room's next seq can only be behind what the replay saw if the
+        // entry was created before those messages were published.
+        subs.next_seq = subs.next_seq.max(replayed + 1);
+        let last = sub.last_seq;
+        if ok {
+            return Some(last);
+        }
+        self.drop_lagged(subs, &[id]);
+        None
+    }
+
+    /// Removes a subscriber.
+    pub(crate) fn unsubscribe(&self, room: &str, id: SessionId) {
+        let Some(entry) = self.entry(room) else { return };
+        let empty = {
+            let mut subs = lock(&entry);
+            if subs.subs.remove(&id).is_some() {
+                self.metrics.subscriptions.dec();
+            }
+            subs.subs.is_empty()
+        };
+        if empty {
+            let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+            // Re-check under the map lock: someone may have subscribed since.
+            if let Some(e) = rooms.get(room) {
+                if lock(e).subs.is_empty() {
+                    rooms.remove(room);
+                }
+            }
+        }
+    }
+
+    /// Number of local subscribers of a room.
+    #[cfg(test)]
+    pub(crate) fn subscriber_count(&self, room: &str) -> usize {
+        self.entry(room).map_or(0, |e| lock(&e).subs.len())
+    }
+
+    fn drop_lagged(&self, subs: &mut RoomSubs, ids: &[SessionId]) {
+        for id in ids {
+            if let Some(sub) = subs.subs.remove(id) {
+                self.metrics.subscriptions.dec();
+                self.metrics.lagged.inc();
+                tracing::info!(session = id, "subscriber lagged; disconnecting it");
+                sub.session.close(ErrorCode::Lagged);
+            }
+        }
+    }
+
+    /// Delivers one event to every subscriber, without ordering checks.
+    fn emit(&self, subs: &mut RoomSubs, ev: &RoomEvent) {
+        let mut lagged = Vec::new();
+        let mut delivered = 0u64;
+        for (id, sub) in subs.subs.iter_mut() {
+            if let Some(buf) = sub.buffer.as_mut() {
+                if buf.len() < self.settings.catch_up_buffer {
+                    buf.push(ev.clone());
+                } else {
+                    lagged.push(*id);
+                }
+                continue;
+            }
+            if let Some(s) = ev.seq {
+                if s <= sub.last_seq {
+                    continue;
+                }
+                sub.last_seq = s;
+            }
+            if sub.session.deliver(ev.frame.clone()).is_ok() {
+                delivered += 1;
+            } else {
+                lagged.push(*id);
+            }
+        }
+        self.metrics.deliveries.add(delivered);
+        if !lagged.is_empty() {
+            self.drop_lagged(subs, &lagged);
+        }
+        if let Some(user) = &ev.revoke {
+            let before = subs.subs.len();
+            subs.subs.retain(|_, s| s.user.as_ref() != Some(user));
+            for _ in subs.subs.len()..before {
+                self.metrics.subscriptions.dec();
+            }
+        }
+    }
+
+    fn schedule_gap_fill(&self, room: Arc<str>, subs: &mut RoomSubs, delay: Duration) {
+        if subs.gap_fill_scheduled {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(%room, "no runtime to fill a fan-out gap from");
+            return;
+        };
+        subs.gap_fill_scheduled = true;
+        let me = self.me.clone();
+        handle.spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(me) = me.upgrade() {
+                me.fill_gap(room).await;
+            }
+        });
+    }
+
+    /// Fetches the missing messages of an open gap from the store.
+    async fn fill_gap(&self, room: Arc<str>) {
+        let Some(entry) = self.entry(&room) else { return };
+        let (from, to) = {
+            let mut subs = lock(&entry);
+            subs.gap_fill_scheduled = false;
+            match subs.pending.keys().next() {
+                Some(&first) if first > subs.next_seq => (subs.next_seq, first),
+                _ => return,
+            }
+        };
+        let limit = u32::try_from(to - from).unwrap_or(u32::MAX).min(1000);
+        let found = match self
+            .store
+            .history(&room, HistoryQuery::after(from - 1, limit))
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "gap fill failed; retrying");
+                Vec::new()
+            }
+        };
+        let mut subs = lock(&entry);
+        let got_any = !found.is_empty();
+        for message in found {
+            let seq = message.seq;
+            if seq >= subs.next_seq && seq < to {
+                self.metrics.gap_filled.inc();
+                let frame = Codec::encode(&ServerFrame::Message { message });
+                subs.pending.entry(seq).or_insert(RoomEvent {
+                    room: room.clone(),
+                    seq: Some(seq),
+                    frame,
+                    revoke: None,
+                });
+            }
+        }
+        if !got_any && subs.pending.keys().next() == Some(&to) {
+            // The store has nothing in the gap: those seqs were never
+            // committed. Skip them loudly rather than stall the room.
+            tracing::error!(%room, from, to, "seq gap not in the store; skipping it");
+            subs.next_seq = to;
+        }
+        self.drain_pending(&room, &mut subs);
+    }
+
+    fn drain_pending(&self, room: &Arc<str>, subs: &mut RoomSubs) {
+        loop {
+            let next = subs.next_seq;
+            let Some(ev) = subs.pending.remove(&next) else { break };
+            subs.next_seq += 1;
+            self.emit(subs, &ev);
+        }
+        // Anything older than next is a duplicate.
+        let next = subs.next_seq;
+        subs.pending.retain(|&s, _| s >= next);
+        if !subs.pending.is_empty() {
+            let delay = if subs.pending.len() >= self.settings.reorder_buffer {
+                Duration::ZERO
+            } else {
+                self.settings.gap_timeout
+            };
+            self.schedule_gap_fill(room.clone(), subs, delay);
+        }
+    }
+}
+
+impl EventSink for Fanout {
+    fn deliver(&self, ev: RoomEvent) {
+        let Some(entry) = self.entry(&ev.room) else { return };
+        let mut subs = lock(&entry);
+        match ev.seq {
+            None => self.emit(&mut subs, &ev),
+            Some(s) if s < subs.next_seq => {}
+            Some(s) if s == subs.next_seq => {
+                subs.next_seq += 1;
+                self.emit(&mut subs, &ev);
+                let room = ev.room.clone();
+                if !subs.pending.is_empty() {
+                    self.drain_pending(&room, &mut subs);
+                }
+            }
+            Some(s) => {
+                let room = ev.room.clone();
+                subs.pending.insert(s, ev);
+                self.drain_pending(&room, &mut subs);
+            }
+        }
+    }
+}

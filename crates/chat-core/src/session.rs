@@ -1,0 +1,311 @@
+//! The [`Session`] extension point: the outbound side of one connected
+//! client, and [`Outbox`], the bounded queue every built-in transport uses.
+//!
+//! The engine never waits on a client: [`Session::deliver`] either queues a
+//! frame at once or refuses it, and a refused live delivery closes that
+//! session with [`ErrorCode::Lagged`] (invariant 4). Frames are shared
+//! [`Bytes`]: one encoding of an event serves every recipient.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::error::ErrorCode;
+
+/// Identifies one session within an engine.
+pub type SessionId = u64;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh process-unique session id.
+pub fn next_session_id() -> SessionId {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The queue is full; the frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session queue is full or closed")]
+pub struct Full;
+
+/// The outbound side of one client, implemented by each transport (or by
+/// [`Outbox`], which they share).
+#[async_trait]
+pub trait Session: Send + Sync + 'static {
+    /// This session's id.
+    fn id(&self) -> SessionId;
+    /// Queues one encoded frame without waiting. `Err(Full)` when the queue
+    /// is over its bound or the session is closed.
+    fn deliver(&self, frame: Bytes) -> Result<(), Full>;
+    /// Waits until [`deliver`](Session::deliver) would accept a frame, or the
+    /// session closes. Used to pace history replay.
+    async fn writable(&self);
+    /// Closes the session: the transport sends a `closing` frame with
+    /// `reason` and drops the connection.
+    fn close(&self, reason: ErrorCode);
+    /// Whether the session has been closed.
+    fn is_closed(&self) -> bool;
+}
+
+/// Bounds of an [`Outbox`].
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// Most frames queued at once.
+    pub max_frames: usize,
+    /// Most bytes queued at once.
+    pub max_bytes: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+    closed: Option<ErrorCode>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: SessionId,
+    limits: OutboxLimits,
+    state: Mutex<State>,
+    /// Wakes the transport's writer.
+    readable: Notify,
+    /// Wakes replay waiting for room.
+    writable: Notify,
+}
+
+/// A bounded outbound queue: the [`Session`] half is given to the engine, the
+/// [`OutboxReceiver`] half is drained by the transport's writer.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+/// The transport's end of an [`Outbox`].
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    shared: Arc<Shared>,
+}
+
+/// What the writer gets from [`OutboxReceiver::recv_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recv {
+    /// Some frames were appended to the buffer.
+    Frames,
+    /// The session was closed for this reason; send it and hang up.
+    Closed(ErrorCode),
+}
+
+impl Outbox {
+    /// A new queue with its receiving end.
+    pub fn new(limits: OutboxLimits) -> (Outbox, OutboxReceiver) {
+        let shared = Arc::new(Shared {
+            id: next_session_id(),
+            limits,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                bytes: 0,
+                closed: None,
+            }),
+            readable: Notify::new(),
+            writable: Notify::new(),
+        });
+        (
+            Outbox {
+                shared: shared.clone(),
+            },
+            OutboxReceiver { shared },
+        )
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Session for Outbox {
+    fn id(&self) -> SessionId {
+        self.shared.id
+    }
+
+    fn deliver(&self, frame: Bytes) -> Result<(), Full> {
+        let mut st = self.shared.lock();
+        let limits = self.shared.limits;
+        if st.closed.is_some()
+            || st.queue.len() >= limits.max_frames
+            || st.bytes + frame.len() > limits.max_bytes
+        {
+            return Err(Full);
+        }
+        st.bytes += frame.len();
+        st.queue.push_back(frame);
+        let was_empty = st.queue.len() == 1;
+        drop(st);
+        if was_empty {
+            self.shared.readable.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn writable(&self) {
+        loop {
+            let notified = self.shared.writable.notified();
+            {
+                let st = self.shared.lock();
+                let limits = self.shared.limits;
+                if st.closed.is_some()
+                    || (st.queue.len() < limits.max_frames && st.bytes < limits.max_bytes / 2)
+                {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn close(&self, reason: ErrorCode) {
+        let mut st = self.shared.lock();
+        if st.closed.is_none() {
+            st.closed = Some(reason);
+        }
+        drop(st);
+        self.shared.readable.notify_one();
+        self.shared.writable.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.lock().closed.is_some()
+    }
+}
+
+impl OutboxReceiver {
+    /// The session id of this queue.
+    pub fn id(&self) -> SessionId {
+        self.shared.id
+    }
+
+    /// Waits for frames and moves up to `max` of them into `buf` in one go,
+    /// so the writer can batch them into one socket write. A closed session
+    /// reports [`Recv::Closed`] at once: queued frames are dropped because
+    /// the client resumes by `seq` anyway.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, max: usize) -> Recv {
+        loop {
+            let notified = self.shared.readable.notified();
+            {
+                let mut st = self.shared.lock();
+                if let Some(reason) = st.closed {
+                    return Recv::Closed(reason);
+                }
+                if !st.queue.is_empty() {
+                    let n = st.queue.len().min(max.max(1));
+                    let state = &mut *st;
+                    for frame in state.queue.drain(..n) {
+                        state.bytes -= frame.len();
+                        buf.push(frame);
+                    }
+                    drop(st);
+                    self.shared.writable.notify_waiters();
+                    return Recv::Frames;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes whatever is queued without waiting (for tests and for flushing
+    /// a final reply).
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        let mut st = self.shared.lock();
+        let frame = st.queue.pop_front()?;
+        st.bytes -= frame.len();
+        drop(st);
+        self.shared.writable.notify_waiters();
+        Some(frame)
+    }
+
+    /// The close reason, if the session was closed.
+    pub fn closed(&self) -> Option<ErrorCode> {
+        self.shared.lock().closed
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        // The transport is gone: refuse further deliveries so fan-out drops
+        // this subscriber instead of queueing for nobody.
+        let mut st = self.shared.lock();
+        if st.closed.is_none() {
+            st.closed = Some(ErrorCode::Internal);
+        }
+        st.queue.clear();
+        st.bytes = 0;
+        drop(st);
+        self.shared.writable.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(frames: usize, bytes: usize) -> OutboxLimits {
+        OutboxLimits {
+            max_frames: frames,
+            max_bytes: bytes,
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_by_frames_and_bytes() {
+        let (tx, mut rx) = Outbox::new(limits(2, 10));
+        tx.deliver(Bytes::from_static(b"1234")).unwrap();
+        assert_eq!(tx.deliver(Bytes::from_static(b"1234567")), Err(Full));
+        tx.deliver(Bytes::from_static(b"12")).unwrap();
+        assert_eq!(tx.deliver(Bytes::from_static(b"1")), Err(Full));
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 10).await, Recv::Frames);
+        assert_eq!(buf.len(), 2);
+        tx.deliver(Bytes::from_static(b"1234567")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn close_wins_over_queued_frames() {
+        let (tx, mut rx) = Outbox::new(limits(8, 100));
+        tx.deliver(Bytes::from_static(b"x")).unwrap();
+        tx.close(ErrorCode::Lagged);
+        assert!(tx.is_closed());
+        assert_eq!(tx.deliver(Bytes::from_static(b"y")), Err(Full));
+        let mut buf = Vec::new();
+        assert_eq!(
+            rx.recv_many(&mut buf, 10).await,
+            Recv::Closed(ErrorCode::Lagged)
+        );
+    }
+
+    #[tokio::test]
+    async fn writable_waits_for_the_reader() {
+        let (tx, mut rx) = Outbox::new(limits(1, 100));
+        tx.deliver(Bytes::from_static(b"x")).unwrap();
+        let waiter = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.writable().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        assert!(rx.try_recv().is_some());
+        waiter.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn dropped_receiver_refuses_delivery() {
+        let (tx, rx) = Outbox::new(limits(8, 100));
+        drop(rx);
+        assert_eq!(tx.deliver(Bytes::from_static(b"x")), Err(Full));
+    }
+}
