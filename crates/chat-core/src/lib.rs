@@ -74,6 +74,7 @@ mod fanout;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
+pub mod offline;
 pub mod protocol;
 pub mod room;
 pub mod session;

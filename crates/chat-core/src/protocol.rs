@@ -17,7 +17,7 @@ use crate::error::ErrorCode;
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A user's role in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Manages membership and roles.

@@ -1,0 +1,265 @@
+//! The write operations, as the writer thread runs them inside the batch
+//! transaction (each in its own savepoint, see `writer.rs`).
+//!
+//! `seq` comes from a cache of each room's newest `seq`, loaded from the
+//! primary-key index on first use and advanced by every insert. The cache
+//! describes the open transaction: the writer clears it whenever a batch is
+//! rolled back, and an operation touches it only after its last statement
+//! succeeded, so a request rolled back to its savepoint leaves it unchanged.
+
+use std::collections::HashMap;
+
+use chat_core::{
+    Appended, Message, NewMessage, Role, RoomRecord, StoreError, TokenRecord, UserRecord,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::rows::{self, kind_str, role_str, to_i64, Db};
+use crate::Error;
+
+/// A room's id and newest `seq`, as of the open transaction.
+#[derive(Debug, Clone, Copy)]
+struct RoomSlot {
+    id: i64,
+    last_seq: i64,
+}
+
+/// The writer's connection and its room cache.
+#[derive(Debug)]
+pub(crate) struct Ops {
+    conn: Connection,
+    rooms: HashMap<String, RoomSlot>,
+    room_cache: usize,
+}
+
+impl Ops {
+    pub(crate) fn new(conn: Connection, room_cache: usize) -> Self {
+        Ops {
+            conn,
+            rooms: HashMap::new(),
+            room_cache,
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn into_conn(self) -> Connection {
+        self.conn
+    }
+
+    /// Forgets every cached room; called when a batch is rolled back.
+    pub(crate) fn forget_rooms(&mut self) {
+        self.rooms.clear();
+    }
+
+    /// The room's id and newest `seq`, from the cache or the indexes.
+    fn room(&mut self, name: &str) -> Result<Option<RoomSlot>, StoreError> {
+        if let Some(slot) = self.rooms.get(name) {
+            return Ok(Some(*slot));
+        }
+        let slot = self
+            .conn
+            .prepare_cached(
+                "SELECT id, COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = rooms.id), 0)
+                 FROM rooms WHERE name = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([name], |r| {
+                    Ok(RoomSlot {
+                        id: r.get(0)?,
+                        last_seq: r.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .db()?;
+        if let Some(slot) = slot {
+            if self.rooms.len() >= self.room_cache {
+                self.rooms.clear();
+            }
+            self.rooms.insert(name.to_owned(), slot);
+        }
+        Ok(slot)
+    }
+
+    fn room_id(&mut self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.room(name)?.ok_or(StoreError::NotFound)?.id)
+    }
+
+    pub(crate) fn create_user(&mut self, u: UserRecord) -> Result<(), StoreError> {
+        let created_at = to_i64("created_at", u.created_at).db()?;
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO users (name, password_hash, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .and_then(|mut st| st.execute(params![u.name, u.password_hash, created_at]))
+            .db()?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn put_token(&mut self, t: TokenRecord) -> Result<(), StoreError> {
+        let expires_at = to_i64("expires_at", t.expires_at).db()?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tokens (token_hash, user, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (token_hash) DO UPDATE
+                 SET user = excluded.user, expires_at = excluded.expires_at",
+            )
+            .and_then(|mut st| st.execute(params![t.token_hash, t.user, expires_at]))
+            .db()?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_token(&mut self, token_hash: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM tokens WHERE token_hash = ?1")
+            .and_then(|mut st| st.execute([token_hash]))
+            .db()?;
+        Ok(())
+    }
+
+    pub(crate) fn create_room(
+        &mut self,
+        room: RoomRecord,
+        members: &[(String, Role)],
+    ) -> Result<(), StoreError> {
+        let created_at = to_i64("created_at", room.created_at).db()?;
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO rooms (name, kind, topic, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    room.name,
+                    room.kind,
+                    room.topic,
+                    room.created_by,
+                    created_at
+                ])
+            })
+            .db()?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
+        let id = self.conn.last_insert_rowid();
+        for (user, role) in members {
+            self.upsert_member(id, user, *role)?;
+        }
+        Ok(())
+    }
+
+    fn upsert_member(&mut self, room_id: i64, user: &str, role: Role) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO memberships (room_id, user, role) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room_id, user) DO UPDATE SET role = excluded.role",
+            )
+            .and_then(|mut st| st.execute(params![room_id, user, role_str(role)]))
+            .db()?;
+        Ok(())
+    }
+
+    pub(crate) fn set_member(
+        &mut self,
+        room: &str,
+        user: &str,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        let id = self.room_id(room)?;
+        self.upsert_member(id, user, role)
+    }
+
+    pub(crate) fn remove_member(&mut self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let id = self.room_id(room)?;
+        let removed = self
+            .conn
+            .prepare_cached("DELETE FROM memberships WHERE room_id = ?1 AND user = ?2")
+            .and_then(|mut st| st.execute(params![id, user]))
+            .db()?;
+        Ok(removed > 0)
+    }
+
+    /// Appends with the room's next `seq`, or returns the earlier message
+    /// with the same (room, sender, client_id).
+    pub(crate) fn append(&mut self, m: NewMessage) -> Result<Appended, StoreError> {
+        let slot = self.room(&m.room)?.ok_or(StoreError::NotFound)?;
+        if let Some(client_id) = &m.client_id {
+            if let Some(message) = self.by_client_id(slot.id, &m.room, &m.sender, client_id)? {
+                return Ok(Appended {
+                    message,
+                    duplicate: true,
+                });
+            }
+        }
+        let ts = to_i64("ts", m.ts).db()?;
+        let seq = slot.last_seq + 1;
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO messages (room_id, seq, ts, sender, kind, body, client_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    slot.id,
+                    seq,
+                    ts,
+                    m.sender,
+                    kind_str(m.kind),
+                    m.body,
+                    m.client_id
+                ])
+            });
+        if let Err(e) = inserted {
+            // The cached seq may be stale (another process wrote the file):
+            // reload it next time rather than fail forever.
+            self.rooms.remove(&m.room);
+            return Err(Error::Sqlite(e).into());
+        }
+        if let Some(cached) = self.rooms.get_mut(&m.room) {
+            cached.last_seq = seq;
+        }
+        Ok(Appended {
+            message: Message {
+                room: m.room,
+                seq: rows::to_u64("messages.seq", seq).db()?,
+                sender: m.sender,
+                body: m.body,
+                ts: m.ts,
+                kind: m.kind,
+                client_id: m.client_id,
+            },
+            duplicate: false,
+        })
+    }
+
+    fn by_client_id(
+        &self,
+        room_id: i64,
+        room: &str,
+        sender: &str,
+        client_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, ts, sender, kind, body, client_id
+                 FROM messages WHERE room_id = ?1 AND sender = ?2 AND client_id = ?3",
+            )
+            .db()?;
+        let mut found = st.query(params![room_id, sender, client_id]).db()?;
+        match found.next().db()? {
+            Some(row) => Ok(Some(rows::message(room, row).db()?)),
+            None => Ok(None),
+        }
+    }
+}

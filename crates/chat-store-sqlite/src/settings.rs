@@ -1,0 +1,164 @@
+//! [`SqliteSettings`]: every bound and tunable of the store, named, with a
+//! default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::Error;
+
+/// Default number of read-only connections in the reader pool.
+pub const DEFAULT_READERS: usize = 4;
+/// Default most requests the writer runs in one transaction.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+/// Default capacity of the writer's request queue.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 8192;
+/// Default time a connection waits on a lock held by another process.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default WAL size, in pages, past which a commit checkpoints.
+pub const DEFAULT_WAL_AUTOCHECKPOINT: u32 = 4096;
+/// Default number of prepared statements cached per connection.
+pub const DEFAULT_STATEMENT_CACHE: usize = 64;
+/// Default number of rooms whose id and newest `seq` the writer caches.
+pub const DEFAULT_ROOM_CACHE: usize = 16_384;
+
+/// How to open and run a [`SqliteStore`](crate::SqliteStore).
+///
+/// Start from [`SqliteSettings::new`] and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use chat_store_sqlite::SqliteSettings;
+///
+/// let settings = SqliteSettings::new("chat.db")
+///     .readers(8)
+///     .max_batch(512)
+///     .busy_timeout(Duration::from_secs(2));
+/// assert_eq!(settings.readers, 8);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteSettings {
+    /// The database file; created (with its schema) when missing.
+    pub path: PathBuf,
+    /// Read-only connections serving reads, each used by one blocking task
+    /// at a time (default [`DEFAULT_READERS`]). More readers serve more
+    /// concurrent history requests at the cost of memory per connection.
+    pub readers: usize,
+    /// Most requests the writer thread runs in one transaction, committed
+    /// with one `fsync` (default [`DEFAULT_MAX_BATCH`]).
+    pub max_batch: usize,
+    /// Requests that may wait for the writer; past it, writers wait for room
+    /// in the queue (default [`DEFAULT_QUEUE_CAPACITY`]).
+    pub queue_capacity: usize,
+    /// How long a connection waits for a lock another process holds before
+    /// failing with "database is locked" (default [`DEFAULT_BUSY_TIMEOUT`]).
+    pub busy_timeout: Duration,
+    /// WAL size in pages past which a commit checkpoints it back into the
+    /// database file (`PRAGMA wal_autocheckpoint`, default
+    /// [`DEFAULT_WAL_AUTOCHECKPOINT`]). Larger means fewer, longer
+    /// checkpoints and a larger `-wal` file.
+    pub wal_autocheckpoint: u32,
+    /// Prepared statements cached per connection (default
+    /// [`DEFAULT_STATEMENT_CACHE`]).
+    pub statement_cache: usize,
+    /// Rooms whose id and newest `seq` the writer keeps in memory (default
+    /// [`DEFAULT_ROOM_CACHE`]); a miss costs two index look-ups.
+    pub room_cache: usize,
+}
+
+impl SqliteSettings {
+    /// Settings for the database at `path`, every other value at its default.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        SqliteSettings {
+            path: path.as_ref().to_path_buf(),
+            readers: DEFAULT_READERS,
+            max_batch: DEFAULT_MAX_BATCH,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            wal_autocheckpoint: DEFAULT_WAL_AUTOCHECKPOINT,
+            statement_cache: DEFAULT_STATEMENT_CACHE,
+            room_cache: DEFAULT_ROOM_CACHE,
+        }
+    }
+
+    /// Sets [`path`](Self::path).
+    #[must_use]
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// Sets [`readers`](Self::readers).
+    #[must_use]
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = readers;
+        self
+    }
+
+    /// Sets [`max_batch`](Self::max_batch).
+    #[must_use]
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// Sets [`queue_capacity`](Self::queue_capacity).
+    #[must_use]
+    pub fn queue_capacity(mut self, queue_capacity: usize) -> Self {
+        self.queue_capacity = queue_capacity;
+        self
+    }
+
+    /// Sets [`busy_timeout`](Self::busy_timeout).
+    #[must_use]
+    pub fn busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// Sets [`wal_autocheckpoint`](Self::wal_autocheckpoint).
+    #[must_use]
+    pub fn wal_autocheckpoint(mut self, pages: u32) -> Self {
+        self.wal_autocheckpoint = pages;
+        self
+    }
+
+    /// Sets [`statement_cache`](Self::statement_cache).
+    #[must_use]
+    pub fn statement_cache(mut self, statements: usize) -> Self {
+        self.statement_cache = statements;
+        self
+    }
+
+    /// Sets [`room_cache`](Self::room_cache).
+    #[must_use]
+    pub fn room_cache(mut self, rooms: usize) -> Self {
+        self.room_cache = rooms;
+        self
+    }
+
+    /// Checks every value is in range.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let positive = [
+            ("readers", self.readers),
+            ("max_batch", self.max_batch),
+            ("queue_capacity", self.queue_capacity),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(Error::InvalidSetting {
+                    name,
+                    reason: "must be at least 1",
+                });
+            }
+        }
+        // tokio's bounded channel refuses larger capacities.
+        if self.queue_capacity > usize::MAX >> 3 {
+            return Err(Error::InvalidSetting {
+                name: "queue_capacity",
+                reason: "too large",
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! Unit tests: conformance, batching, failures inside batches.
+
+mod conformance;

@@ -1,0 +1,328 @@
+//! The writer thread: the only connection that writes, and group commit.
+//!
+//! Requests arrive on a bounded queue. The thread takes everything queued (up
+//! to [`max_batch`](crate::SqliteSettings::max_batch)), runs it in one
+//! transaction with one savepoint per request, commits once (one `fsync`),
+//! and only then answers each caller. A request that fails is rolled back to
+//! its savepoint and answered with its error while the rest commit; a batch
+//! whose transaction is lost (failed `COMMIT`, or SQLite rolled it back after
+//! an I/O error) answers every request with an error: no false acks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chat_core::{Appended, NewMessage, Role, RoomRecord, StoreError, TokenRecord, UserRecord};
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ops::Ops;
+use crate::Error;
+
+/// Where the writer answers one request.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One request to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Append(NewMessage, Reply<Appended>),
+    CreateUser(UserRecord, Reply<()>),
+    PutToken(TokenRecord, Reply<()>),
+    DeleteToken(String, Reply<()>),
+    CreateRoom(RoomRecord, Vec<(String, Role)>, Reply<()>),
+    SetMember(String, String, Role, Reply<()>),
+    RemoveMember(String, String, Reply<bool>),
+    /// Answered once everything queued before it is committed.
+    Flush(Reply<()>),
+    /// Stop taking requests, finish the queued ones, close the connection,
+    /// then answer.
+    Close(Reply<()>),
+}
+
+/// Counters the writer keeps; read through
+/// [`SqliteStore::metrics`](crate::SqliteStore::metrics).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) failed_requests: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) aborted_batches: AtomicU64,
+    pub(crate) largest_batch: AtomicU64,
+}
+
+/// A request's answer, held until its batch commits.
+enum Done {
+    Appended(Reply<Appended>, Result<Appended, StoreError>),
+    Bool(Reply<bool>, Result<bool, StoreError>),
+    Unit(Reply<()>, Result<(), StoreError>),
+}
+
+impl Done {
+    fn succeeded(&self) -> bool {
+        match self {
+            Done::Appended(_, r) => r.is_ok(),
+            Done::Bool(_, r) => r.is_ok(),
+            Done::Unit(_, r) => r.is_ok(),
+        }
+    }
+
+    /// Answers the caller. When the batch did not commit (`lost`), a success
+    /// becomes an error: nothing of it was stored. A caller that stopped
+    /// waiting is not an error.
+    fn send(self, lost: Option<&Arc<rusqlite::Error>>) {
+        fn finish<T>(
+            r: Result<T, StoreError>,
+            lost: Option<&Arc<rusqlite::Error>>,
+        ) -> Result<T, StoreError> {
+            match (r, lost) {
+                (Ok(_), Some(e)) => Err(Error::BatchAborted(Arc::clone(e)).into()),
+                (r, _) => r,
+            }
+        }
+        match self {
+            Done::Appended(tx, r) => drop(tx.send(finish(r, lost))),
+            Done::Bool(tx, r) => drop(tx.send(finish(r, lost))),
+            Done::Unit(tx, r) => drop(tx.send(finish(r, lost))),
+        }
+    }
+}
+
+/// The error recorded when SQLite rolled the batch back by itself.
+fn rolled_back() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some("SQLite rolled back the batch transaction".to_owned()),
+    )
+}
+
+/// Starts the writer thread on `conn`; returns its queue and join guard.
+pub(crate) fn spawn(
+    conn: Connection,
+    settings: &crate::SqliteSettings,
+    stats: Arc<Stats>,
+) -> Result<(mpsc::Sender<Command>, JoinGuard), Error> {
+    let (tx, rx) = mpsc::channel(settings.queue_capacity);
+    let writer = Writer {
+        ops: Ops::new(conn, settings.room_cache),
+        rx,
+        stats,
+        max_batch: settings.max_batch,
+        done: Vec::with_capacity(settings.max_batch),
+        lost: None,
+        close_replies: Vec::new(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("chat-store-sqlite-writer".to_owned())
+        .spawn(move || writer.run())
+        .map_err(Error::Spawn)?;
+    Ok((tx, JoinGuard(Some(thread))))
+}
+
+/// Waits for the writer thread when the store is dropped, so a program that
+/// drops its store and exits leaves a closed, checkpointed file.
+///
+/// It must be dropped after the queue's sender (declare it after the sender),
+/// otherwise the thread never sees the queue close. Inside an async runtime it
+/// does not wait (that would block a worker thread); the writer still finishes
+/// the queued requests and exits by itself. Use
+/// [`SqliteStore::close`](crate::SqliteStore::close) to wait there.
+#[derive(Debug)]
+pub(crate) struct JoinGuard(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for JoinGuard {
+    fn drop(&mut self) {
+        let Some(thread) = self.0.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        if thread.join().is_err() {
+            tracing::error!("the chat store writer thread panicked");
+        }
+    }
+}
+
+struct Writer {
+    ops: Ops,
+    rx: mpsc::Receiver<Command>,
+    stats: Arc<Stats>,
+    max_batch: usize,
+    /// Answers of the running batch (kept to reuse its allocation).
+    done: Vec<Done>,
+    /// Why the running batch's transaction is gone, if it is.
+    lost: Option<Arc<rusqlite::Error>>,
+    close_replies: Vec<Reply<()>>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while self.fill(&mut batch) {
+            self.run_batch(&mut batch);
+        }
+        if let Err((_, e)) = self.ops.into_conn().close() {
+            tracing::error!(error = %e, "closing the chat store writer connection failed");
+        }
+        for tx in self.close_replies {
+            drop(tx.send(Ok(())));
+        }
+        tracing::debug!("chat store writer stopped");
+    }
+
+    /// Waits for a request, then takes every queued one up to `max_batch`.
+    /// False once the queue is closed and drained.
+    fn fill(&mut self, batch: &mut Vec<Command>) -> bool {
+        let Some(first) = self.rx.blocking_recv() else {
+            return false;
+        };
+        batch.push(first);
+        while batch.len() < self.max_batch {
+            match self.rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        true
+    }
+
+    fn exec(&self, sql: &str) -> Result<(), rusqlite::Error> {
+        self.ops.conn().prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    fn run_batch(&mut self, batch: &mut Vec<Command>) {
+        let writes = batch
+            .iter()
+            .filter(|c| !matches!(c, Command::Flush(_) | Command::Close(_)))
+            .count();
+        if writes == 0 {
+            // Everything before these was committed by earlier batches.
+            for cmd in batch.drain(..) {
+                if let Some(done) = self.run_one(cmd) {
+                    done.send(None);
+                }
+            }
+            return;
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .requests
+            .fetch_add(writes as u64, Ordering::Relaxed);
+        self.stats
+            .largest_batch
+            .fetch_max(writes as u64, Ordering::Relaxed);
+
+        self.lost = self.exec("BEGIN IMMEDIATE").err().map(Arc::new);
+        for cmd in batch.drain(..) {
+            match self.lost.clone() {
+                Some(lost) => self.reject(cmd, &lost),
+                None => {
+                    if let Some(done) = self.run_one(cmd) {
+                        self.done.push(done);
+                    }
+                }
+            }
+        }
+        if self.lost.is_none() {
+            match self.exec("COMMIT") {
+                Ok(()) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => self.lost = Some(Arc::new(e)),
+            }
+        }
+        if let Some(lost) = &self.lost {
+            tracing::error!(error = %lost, requests = writes, "chat store batch did not commit");
+            self.stats.aborted_batches.fetch_add(1, Ordering::Relaxed);
+            // A failed COMMIT can leave the transaction open (deferred
+            // constraint, busy); end it. Nothing to do when SQLite already did.
+            if !self.ops.conn().is_autocommit() {
+                if let Err(e) = self.exec("ROLLBACK") {
+                    tracing::error!(error = %e, "rolling back the chat store batch failed");
+                }
+            }
+            self.ops.forget_rooms();
+        }
+        let lost = self.lost.take();
+        for done in self.done.drain(..) {
+            if !done.succeeded() || lost.is_some() {
+                self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+            }
+            done.send(lost.as_ref());
+        }
+    }
+
+    /// Answers a request that never ran because its batch was already lost.
+    fn reject(&mut self, cmd: Command, lost: &Arc<rusqlite::Error>) {
+        let err = || StoreError::from(Error::BatchAborted(Arc::clone(lost)));
+        match cmd {
+            Command::Append(_, tx) => drop(tx.send(Err(err()))),
+            Command::RemoveMember(_, _, tx) => drop(tx.send(Err(err()))),
+            Command::CreateUser(_, tx)
+            | Command::PutToken(_, tx)
+            | Command::DeleteToken(_, tx)
+            | Command::CreateRoom(_, _, tx)
+            | Command::SetMember(_, _, _, tx)
+            | Command::Flush(tx) => drop(tx.send(Err(err()))),
+            // Closing does not depend on the batch.
+            close @ Command::Close(_) => {
+                drop(self.run_one(close));
+                return;
+            }
+        }
+        self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs one request in its own savepoint; `None` for requests answered
+    /// elsewhere (close).
+    fn run_one(&mut self, cmd: Command) -> Option<Done> {
+        Some(match cmd {
+            Command::Append(m, tx) => Done::Appended(tx, self.step(|ops| ops.append(m))),
+            Command::CreateUser(u, tx) => Done::Unit(tx, self.step(|ops| ops.create_user(u))),
+            Command::PutToken(t, tx) => Done::Unit(tx, self.step(|ops| ops.put_token(t))),
+            Command::DeleteToken(h, tx) => Done::Unit(tx, self.step(|ops| ops.delete_token(&h))),
+            Command::CreateRoom(room, members, tx) => {
+                Done::Unit(tx, self.step(|ops| ops.create_room(room, &members)))
+            }
+            Command::SetMember(room, user, role, tx) => {
+                Done::Unit(tx, self.step(|ops| ops.set_member(&room, &user, role)))
+            }
+            Command::RemoveMember(room, user, tx) => {
+                Done::Bool(tx, self.step(|ops| ops.remove_member(&room, &user)))
+            }
+            Command::Flush(tx) => Done::Unit(tx, Ok(())),
+            Command::Close(tx) => {
+                // Finish what is queued, then stop (see `run`).
+                self.close_replies.push(tx);
+                self.rx.close();
+                return None;
+            }
+        })
+    }
+
+    /// Runs `f` inside a savepoint: released on success, rolled back on
+    /// failure so the request leaves no trace. Records the batch as lost when
+    /// the savepoint statements fail or SQLite ended the transaction.
+    fn step<T>(
+        &mut self,
+        f: impl FnOnce(&mut Ops) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Err(e) = self.exec("SAVEPOINT request") {
+            let e = Arc::new(e);
+            self.lost = Some(Arc::clone(&e));
+            return Err(Error::BatchAborted(e).into());
+        }
+        let result = f(&mut self.ops);
+        let control = match &result {
+            Ok(_) => self.exec("RELEASE request"),
+            Err(_) => self
+                .exec("ROLLBACK TO request")
+                .and_then(|()| self.exec("RELEASE request")),
+        };
+        if let Err(e) = control {
+            self.lost = Some(Arc::new(e));
+        } else if self.ops.conn().is_autocommit() {
+            self.lost = Some(Arc::new(rolled_back()));
+        }
+        result
+    }
+}

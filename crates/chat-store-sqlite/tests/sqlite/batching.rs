@@ -1,0 +1,289 @@
+//! Group commit: what one batch holds, and how failures inside it behave.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::Path;
+
+use chat_core::{Role, Store, StoreError, TokenRecord, UserRecord};
+use chat_store_sqlite::{Error, SqliteStore};
+use tokio::task::JoinHandle;
+
+use crate::support::{create_room, msg, open_temp, room, wait_until, WriteLock};
+
+/// Blocks the writer in `BEGIN IMMEDIATE` on a plug request, so the next
+/// requests wait in the queue and form one batch once the lock is released.
+async fn stall_writer(store: &SqliteStore, path: &Path) -> (WriteLock, JoinHandle<()>) {
+    let lock = WriteLock::take(path);
+    let before = store.metrics().batches;
+    let s = store.clone();
+    let plug = tokio::spawn(async move {
+        let t = TokenRecord {
+            token_hash: "plug".into(),
+            user: "alice".into(),
+            expires_at: 1,
+        };
+        s.put_token(t).await.unwrap();
+    });
+    wait_until("the writer blocks on the lock", || {
+        store.metrics().batches == before + 1
+    })
+    .await;
+    (lock, plug)
+}
+
+/// Spawns a request and waits until it sits in the writer's queue, so
+/// requests queue in the order they are spawned.
+async fn queue<T: Send + 'static>(
+    store: &SqliteStore,
+    request: impl Future<Output = T> + Send + 'static,
+) -> JoinHandle<T> {
+    let before = store.metrics().queued;
+    let handle = tokio::spawn(request);
+    wait_until("the request is queued", || {
+        store.metrics().queued == before + 1
+    })
+    .await;
+    handle
+}
+
+fn is_batch_aborted(e: &StoreError) -> bool {
+    match e {
+        StoreError::Backend(inner) => {
+            matches!(inner.downcast_ref::<Error>(), Some(Error::BatchAborted(_)))
+        }
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_runs_everything_queued_in_one_transaction() {
+    let (store, _dir, path) = open_temp();
+    create_room(&store, "busy").await;
+    let (lock, plug) = stall_writer(&store, &path).await;
+    let mut tasks = Vec::new();
+    for i in 0..256 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.append(msg("busy", "w", &i.to_string())).await.unwrap()
+        }));
+    }
+    wait_until("256 appends are queued", || store.metrics().queued == 256).await;
+    let commits = store.metrics().commits;
+    lock.release();
+    plug.await.unwrap();
+    let mut seqs = HashSet::new();
+    for t in tasks {
+        assert!(seqs.insert(t.await.unwrap().message.seq));
+    }
+    assert_eq!(seqs, (1..=256).collect::<HashSet<u64>>());
+    let m = store.metrics();
+    // The plug's batch, then all 256 appends in one.
+    assert_eq!(m.commits - commits, 2, "{m:?}");
+    assert_eq!(m.largest_batch, 256, "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits() {
+    let (store, _dir, _path) = open_temp();
+    create_room(&store, "busy").await;
+    let before = store.metrics();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(256));
+    let mut tasks = Vec::new();
+    for i in 0..256 {
+        let (s, barrier) = (store.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            for j in 0..4 {
+                s.append(msg("busy", "w", &format!("{i}-{j}")))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let m = store.metrics();
+    let commits = m.commits - before.commits;
+    assert_eq!(m.requests - before.requests, 1024);
+    assert!(commits < 1024 / 4, "1024 appends took {commits} commits");
+    assert_eq!(store.last_seq("busy").await.unwrap(), 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_request_fails_alone_and_leaves_no_trace() {
+    let (store, _dir, path) = open_temp();
+    create_room(&store, "lobby").await;
+    let bob = UserRecord {
+        name: "bob".into(),
+        password_hash: String::new(),
+        created_at: 1,
+    };
+    store.create_user(bob.clone()).await.unwrap();
+    // Make the second statement of a two-statement request fail.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_mallory BEFORE INSERT ON memberships
+             WHEN NEW.user = 'mallory' BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+
+    let (lock, plug) = stall_writer(&store, &path).await;
+    let s = store.clone();
+    let bad = queue(&store, async move {
+        let members = [
+            ("alice".into(), Role::Admin),
+            ("mallory".into(), Role::Member),
+        ];
+        s.create_room(room("bad"), &members).await
+    })
+    .await;
+    let s = store.clone();
+    let one = queue(
+        &store,
+        async move { s.append(msg("lobby", "a", "one")).await },
+    )
+    .await;
+    let s = store.clone();
+    let dup = queue(&store, async move { s.create_user(bob).await }).await;
+    let s = store.clone();
+    let good = queue(&store, async move {
+        s.create_room(room("good"), &[("alice".into(), Role::Admin)])
+            .await
+    })
+    .await;
+    let s = store.clone();
+    let two = queue(
+        &store,
+        async move { s.append(msg("lobby", "a", "two")).await },
+    )
+    .await;
+    let commits = store.metrics().commits;
+    lock.release();
+    plug.await.unwrap();
+
+    assert!(matches!(bad.await.unwrap(), Err(StoreError::Backend(_))));
+    assert_eq!(one.await.unwrap().unwrap().message.seq, 1);
+    assert!(matches!(dup.await.unwrap(), Err(StoreError::AlreadyExists)));
+    good.await.unwrap().unwrap();
+    assert_eq!(two.await.unwrap().unwrap().message.seq, 2);
+    assert_eq!(store.metrics().commits - commits, 2);
+
+    // The failed request's first statement was rolled back with it.
+    assert_eq!(store.room("bad").await.unwrap(), None);
+    assert!(matches!(
+        store.members("bad").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.room("good").await.unwrap().is_some());
+    assert_eq!(store.last_seq("lobby").await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_fails_every_request_of_the_batch() {
+    let (store, _dir, path) = open_temp();
+    create_room(&store, "lobby").await;
+    store.append(msg("lobby", "a", "before")).await.unwrap();
+    // A deferred foreign key is checked at COMMIT: the poison message makes
+    // the batch's COMMIT fail after every request in it succeeded.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE t_parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE t_child (pid INTEGER REFERENCES t_parent (id)
+                                   DEFERRABLE INITIALLY DEFERRED);
+             CREATE TRIGGER poison AFTER INSERT ON messages WHEN NEW.body = 'poison'
+             BEGIN INSERT INTO t_child VALUES (42); END;",
+        )
+        .unwrap();
+
+    let (lock, plug) = stall_writer(&store, &path).await;
+    let mut appends = Vec::new();
+    for body in ["ok1", "poison", "ok2"] {
+        let s = store.clone();
+        appends.push(
+            queue(
+                &store,
+                async move { s.append(msg("lobby", "a", body)).await },
+            )
+            .await,
+        );
+    }
+    let s = store.clone();
+    let carol = queue(&store, async move {
+        s.create_user(UserRecord {
+            name: "carol".into(),
+            password_hash: String::new(),
+            created_at: 1,
+        })
+        .await
+    })
+    .await;
+    let s = store.clone();
+    let flush = queue(&store, async move { s.flush().await }).await;
+    let aborted = store.metrics().aborted_batches;
+    lock.release();
+    plug.await.unwrap();
+
+    for a in appends {
+        let e = a.await.unwrap().unwrap_err();
+        assert!(is_batch_aborted(&e), "{e:?}");
+    }
+    assert!(is_batch_aborted(&carol.await.unwrap().unwrap_err()));
+    assert!(is_batch_aborted(&flush.await.unwrap().unwrap_err()));
+    assert_eq!(store.metrics().aborted_batches, aborted + 1);
+
+    // No false acks: nothing of the batch is stored, and seq goes on gap-free.
+    assert_eq!(store.user("carol").await.unwrap(), None);
+    assert_eq!(store.last_seq("lobby").await.unwrap(), 1);
+    let next = store.append(msg("lobby", "a", "after")).await.unwrap();
+    assert_eq!(next.message.seq, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_client_id_in_one_batch_is_a_duplicate() {
+    let (store, _dir, path) = open_temp();
+    create_room(&store, "lobby").await;
+    let (lock, plug) = stall_writer(&store, &path).await;
+    let mut tasks = Vec::new();
+    for body in ["first", "second"] {
+        let s = store.clone();
+        let mut m = msg("lobby", "alice", body);
+        m.client_id = Some("c1".into());
+        tasks.push(queue(&store, async move { s.append(m).await.unwrap() }).await);
+    }
+    lock.release();
+    plug.await.unwrap();
+    let first = tasks.remove(0).await.unwrap();
+    let second = tasks.remove(0).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(second.message, first.message);
+    assert_eq!(store.last_seq("lobby").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_returns_once_earlier_writes_are_committed() {
+    let (store, _dir, path) = open_temp();
+    create_room(&store, "lobby").await;
+    let (lock, plug) = stall_writer(&store, &path).await;
+    let s = store.clone();
+    let append = queue(
+        &store,
+        async move { s.append(msg("lobby", "a", "x")).await },
+    )
+    .await;
+    let s = store.clone();
+    let flush = queue(&store, async move { s.flush().await }).await;
+    lock.release();
+    flush.await.unwrap().unwrap();
+    // Visible to a connection of its own, outside the store.
+    let count: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 1);
+    plug.await.unwrap();
+    append.await.unwrap().unwrap();
+}

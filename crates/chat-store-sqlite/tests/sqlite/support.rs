@@ -1,0 +1,71 @@
+//! Helpers shared by the tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chat_core::{MessageKind, NewMessage, Role, RoomRecord, Store};
+use chat_store_sqlite::{SqliteSettings, SqliteStore};
+
+/// A fresh store in a temporary directory (kept alive by the caller).
+pub(crate) fn open_temp() -> (SqliteStore, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.db");
+    let store = SqliteStore::open(SqliteSettings::new(&path)).unwrap();
+    (store, dir, path)
+}
+
+pub(crate) fn room(name: &str) -> RoomRecord {
+    RoomRecord {
+        name: name.to_owned(),
+        kind: "public".to_owned(),
+        topic: String::new(),
+        created_by: "alice".to_owned(),
+        created_at: 1,
+    }
+}
+
+pub(crate) async fn create_room(store: &SqliteStore, name: &str) {
+    store
+        .create_room(room(name), &[("alice".to_owned(), Role::Admin)])
+        .await
+        .unwrap();
+}
+
+pub(crate) fn msg(room: &str, sender: &str, body: &str) -> NewMessage {
+    NewMessage {
+        room: room.to_owned(),
+        sender: sender.to_owned(),
+        body: body.to_owned(),
+        kind: MessageKind::User,
+        client_id: None,
+        ts: 1_000,
+    }
+}
+
+/// Polls `done` until it holds; fails the test after ten seconds.
+pub(crate) async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Holds SQLite's write lock from another connection, so the store's writer
+/// blocks in `BEGIN IMMEDIATE` and requests pile up in its queue: the tests
+/// use it to decide exactly what goes into one batch.
+pub(crate) struct WriteLock(rusqlite::Connection);
+
+impl WriteLock {
+    pub(crate) fn take(path: &Path) -> Self {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        WriteLock(conn)
+    }
+
+    pub(crate) fn release(self) {
+        self.0.execute_batch("COMMIT").unwrap();
+    }
+}
