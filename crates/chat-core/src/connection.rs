@@ -603,9 +603,12 @@ impl Connection {
                         return Err(EngineError::invalid("the question is empty or too long"));
                     }
                 }
+                // Acknowledge first, so the request's `ok` always precedes
+                // the suggestions that echo the same id.
+                self.reply(&ServerFrame::Ok { id });
                 let target = private.then(|| (self.session.clone(), id));
                 engine.spawn_bot(bot, room, user.to_string(), task, target);
-                Ok(Some(ServerFrame::Ok { id }))
+                Ok(None)
             }
         }
     }

@@ -165,10 +165,15 @@ impl KnowledgeBase {
     /// the async runtime's hot path.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KnowledgeError> {
         let path = path.as_ref();
-        let io = |source| KnowledgeError::Io { path: path.to_owned(), source };
+        let io = |source| KnowledgeError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > MAX_KNOWLEDGE_BYTES {
-            return Err(KnowledgeError::TooLarge { limit: MAX_KNOWLEDGE_BYTES });
+            return Err(KnowledgeError::TooLarge {
+                limit: MAX_KNOWLEDGE_BYTES,
+            });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         let json = path
@@ -208,7 +213,10 @@ impl KnowledgeBase {
             Some((line, mut e)) => {
                 e.answer = e.answer.trim().to_owned();
                 if e.answer.is_empty() {
-                    return Err(KnowledgeError::Markdown { line, reason: "question without an answer" });
+                    return Err(KnowledgeError::Markdown {
+                        line,
+                        reason: "question without an answer",
+                    });
                 }
                 out.push(e);
                 Ok(())
@@ -219,7 +227,10 @@ impl KnowledgeBase {
             if let Some(q) = line.strip_prefix("## ") {
                 finish(current.take(), &mut entries)?;
                 if q.trim().is_empty() {
-                    return Err(KnowledgeError::Markdown { line: i + 1, reason: "empty question" });
+                    return Err(KnowledgeError::Markdown {
+                        line: i + 1,
+                        reason: "empty question",
+                    });
                 }
                 current = Some((i + 1, Entry::new(q.trim(), String::new())));
             } else if let Some((_, e)) = current.as_mut() {
@@ -229,7 +240,12 @@ impl KnowledgeBase {
                     .is_some_and(|p| p.eq_ignore_ascii_case("also:"));
                 if e.answer.trim().is_empty() && also {
                     let rest = &line.trim_start()[5..];
-                    e.also.extend(rest.split('|').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+                    e.also.extend(
+                        rest.split('|')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned),
+                    );
                 } else {
                     e.answer.push_str(line);
                     e.answer.push('\n');
@@ -261,7 +277,12 @@ impl KnowledgeBase {
             lengths.push(len);
         }
         let avg_len = lengths.iter().sum::<f64>() / (lengths.len().max(1) as f64);
-        KnowledgeBase { entries, postings, lengths, avg_len: avg_len.max(1.0) }
+        KnowledgeBase {
+            entries,
+            postings,
+            lengths,
+            avg_len: avg_len.max(1.0),
+        }
     }
 
     /// What one distinctive query term scores when it occurs once in the
@@ -297,7 +318,9 @@ impl KnowledgeBase {
         let n = self.entries.len() as f64;
         let mut scores: HashMap<usize, f64> = HashMap::new();
         for t in &query_terms {
-            let Some(posting) = self.postings.get(t) else { continue };
+            let Some(posting) = self.postings.get(t) else {
+                continue;
+            };
             let df = posting.len() as f64;
             let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
             for &(doc, tf) in posting {
@@ -323,9 +346,17 @@ impl KnowledgeBase {
         let norm = reference.min(max_total).max(f64::MIN_POSITIVE);
         let mut hits: Vec<Hit<'_>> = scores
             .into_iter()
-            .map(|(doc, score)| Hit { entry: &self.entries[doc], score, relevance: score / norm })
+            .map(|(doc, score)| Hit {
+                entry: &self.entries[doc],
+                score,
+                relevance: score / norm,
+            })
             .collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.entry.question.cmp(&b.entry.question)));
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.entry.question.cmp(&b.entry.question))
+        });
         hits.truncate(limit);
         hits
     }
@@ -338,6 +369,7 @@ fn question_match(idf: f64) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -369,19 +401,28 @@ mod tests {
         assert!(matches!(e, KnowledgeError::Markdown { line: 1, .. }), "{e}");
         let e = KnowledgeBase::parse_markdown("##  \nanswer").unwrap_err();
         assert!(matches!(e, KnowledgeError::Markdown { line: 1, .. }), "{e}");
-        assert!(matches!(KnowledgeBase::parse_markdown("just text").unwrap_err(), KnowledgeError::Empty));
+        assert!(matches!(
+            KnowledgeBase::parse_markdown("just text").unwrap_err(),
+            KnowledgeError::Empty
+        ));
         let e = KnowledgeBase::parse_json(r#"[{"question": "q?"}]"#).unwrap_err();
         assert!(matches!(e, KnowledgeError::Json { line: 1, .. }), "{e}");
         let e = KnowledgeBase::parse_json(r#"[{"question": "q?", "answer": " "}]"#).unwrap_err();
         assert!(matches!(e, KnowledgeError::Json { .. }), "{e}");
-        assert!(matches!(KnowledgeBase::parse_json("[]").unwrap_err(), KnowledgeError::Empty));
+        assert!(matches!(
+            KnowledgeBase::parse_json("[]").unwrap_err(),
+            KnowledgeError::Empty
+        ));
     }
 
     #[test]
     fn question_terms_weigh_more_than_answer_terms() {
         let kb = KnowledgeBase::from_entries(vec![
             Entry::new("How do I leave a room?", "Send leave with the room name."),
-            Entry::new("How do I delete a message?", "You cannot; rooms keep every message, you may leave the room."),
+            Entry::new(
+                "How do I delete a message?",
+                "You cannot; rooms keep every message, you may leave the room.",
+            ),
         ])
         .unwrap();
         let hits = kb.search("leave room", 2);

@@ -30,8 +30,8 @@
 //! `chat-llm-openai`'s bot beside this one.
 
 mod knowledge;
-mod summary;
 mod suggest;
+mod summary;
 mod text;
 
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ use futures_util::stream::{self, StreamExt};
 
 pub use knowledge::{
     Entry, Hit, KnowledgeBase, KnowledgeError, B, BUNDLED_KNOWLEDGE, K1, MAX_KNOWLEDGE_BYTES,
-    QUESTION_WEIGHT,
+    QUESTION_WEIGHT, UNKNOWN_WEIGHT,
 };
 pub use suggest::{MAX_SUGGESTION_CHARS, SUGGESTIONS};
 pub use summary::{MAX_QUOTE_CHARS, MAX_TOPICS};
@@ -55,8 +55,12 @@ use crate::protocol::BotTask;
 /// word with some entry stay at 1.0 or below.
 pub const DEFAULT_MIN_RELEVANCE: f64 = 1.05;
 const THANKS: &[&str] = &["thanks", "thank", "thx", "cheers", "ty"];
-const GREETINGS: &[&str] = &["hi", "hello", "hey", "hiya", "morning", "evening", "howdy", "yo"];
-const SMALL_TALK: &[&str] = &["lot", "much", "again", "good", "great", "there", "everyone", "all", "folks", "guys"];
+const GREETINGS: &[&str] = &[
+    "hi", "hello", "hey", "hiya", "morning", "evening", "howdy", "yo",
+];
+const SMALL_TALK: &[&str] = &[
+    "lot", "much", "again", "good", "great", "there", "everyone", "all", "folks", "guys",
+];
 
 /// Longest question searched, in characters; the rest is ignored.
 pub const MAX_QUERY_CHARS: usize = 1_000;
@@ -173,15 +177,28 @@ impl OfflineBot {
     }
 
     /// A bot answering from `kb` (`knowledge_path` is ignored).
-    pub fn with_knowledge(settings: OfflineSettings, kb: KnowledgeBase) -> Result<Self, OfflineError> {
-        if crate::auth::normalize_username(&settings.name).ok().as_deref() != Some(settings.name.as_str()) {
+    pub fn with_knowledge(
+        settings: OfflineSettings,
+        kb: KnowledgeBase,
+    ) -> Result<Self, OfflineError> {
+        if crate::auth::normalize_username(&settings.name)
+            .ok()
+            .as_deref()
+            != Some(settings.name.as_str())
+        {
             return Err(OfflineError::InvalidName(settings.name));
         }
         if !settings.min_relevance.is_finite() || settings.min_relevance < 0.0 {
-            return Err(OfflineError::InvalidSetting { name: "min_relevance", reason: "a finite number >= 0" });
+            return Err(OfflineError::InvalidSetting {
+                name: "min_relevance",
+                reason: "a finite number >= 0",
+            });
         }
         if settings.summary_points == 0 {
-            return Err(OfflineError::InvalidSetting { name: "summary_points", reason: "at least 1" });
+            return Err(OfflineError::InvalidSetting {
+                name: "summary_points",
+                reason: "at least 1",
+            });
         }
         Ok(OfflineBot {
             name: settings.name,
@@ -201,9 +218,13 @@ impl OfflineBot {
         match &request.task {
             BotTask::Answer { prompt } => self.answer(prompt, request),
             BotTask::Summarize { .. } => summary::summarize(&request.context, self.summary_points),
-            BotTask::SmartReplies => {
-                suggest::smart_replies(&request.context, &request.asker, &self.kb, self.min_relevance).join("\n")
-            }
+            BotTask::SmartReplies => suggest::smart_replies(
+                &request.context,
+                &request.asker,
+                &self.kb,
+                self.min_relevance,
+            )
+            .join("\n"),
         }
     }
 
@@ -212,7 +233,10 @@ impl OfflineBot {
     fn clean_prompt(&self, prompt: &str) -> (String, bool) {
         let mut p = prompt.trim();
         for prefix in [format!("@{}", self.name), self.name.clone()] {
-            if p.len() >= prefix.len() && p.is_char_boundary(prefix.len()) && p[..prefix.len()].eq_ignore_ascii_case(&prefix) {
+            if p.len() >= prefix.len()
+                && p.is_char_boundary(prefix.len())
+                && p[..prefix.len()].eq_ignore_ascii_case(&prefix)
+            {
                 let rest = &p[prefix.len()..];
                 if rest.is_empty() || rest.starts_with([' ', ',', ':', '!', '?']) {
                     p = rest.trim_start_matches([',', ':']).trim();
@@ -241,7 +265,11 @@ impl OfflineBot {
         // Small talk: only greetings, thanks and filler words.
         let small_talk = |set: &[&str]| {
             w.iter().any(|x| set.contains(&x.as_str()))
-                && w.iter().all(|x| set.contains(&x.as_str()) || SMALL_TALK.contains(&x.as_str()) || text::is_stop_word(x))
+                && w.iter().all(|x| {
+                    set.contains(&x.as_str())
+                        || SMALL_TALK.contains(&x.as_str())
+                        || text::is_stop_word(x)
+                })
         };
         if small_talk(THANKS) {
             return format!("You're welcome, {asker}!");
@@ -256,7 +284,10 @@ impl OfflineBot {
         match hits.first() {
             Some(top) if top.relevance >= self.min_relevance => {
                 let mut reply = top.entry.answer.clone();
-                if let Some(next) = hits.get(1).filter(|h| h.relevance >= self.min_relevance.max(0.6 * top.relevance)) {
+                if let Some(next) = hits
+                    .get(1)
+                    .filter(|h| h.relevance >= self.min_relevance.max(0.6 * top.relevance))
+                {
                     reply.push_str(&format!("\n\nSee also: \"{}\"", next.entry.question));
                 }
                 reply
@@ -266,7 +297,9 @@ impl OfflineBot {
                 if let Some(hit) = weak.filter(|h| h.score > 0.0) {
                     reply.push_str(&format!(" Did you mean \"{}\"?", hit.entry.question));
                 }
-                reply.push_str(" Type `topics` to see what I can answer, or `help` for what I can do.");
+                reply.push_str(
+                    " Type `topics` to see what I can answer, or `help` for what I can do.",
+                );
                 reply
             }
         }
@@ -329,4 +362,5 @@ impl Bot for OfflineBot {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;

@@ -12,13 +12,35 @@ pub const SUGGESTIONS: usize = 3;
 /// Longest knowledge-base answer offered as a suggestion, in characters.
 pub const MAX_SUGGESTION_CHARS: usize = 120;
 
-const GREETINGS: &[&str] = &["hi", "hello", "hey", "hiya", "howdy", "yo", "morning", "evening", "greetings"];
+const GREETINGS: &[&str] = &[
+    "hi",
+    "hello",
+    "hey",
+    "hiya",
+    "howdy",
+    "yo",
+    "morning",
+    "evening",
+    "greetings",
+];
 const FAREWELLS: &[&str] = &["bye", "goodbye", "cya", "ciao", "night", "goodnight"];
 const THANKS: &[&str] = &["thanks", "thank", "thx", "ty", "cheers", "appreciated"];
 const APOLOGIES: &[&str] = &["sorry", "apologies", "oops"];
 const GOOD_NEWS: &[&str] = &[
-    "great", "awesome", "done", "finished", "shipped", "released", "works", "working", "fixed",
-    "merged", "congrats", "congratulations", "yay", "passed",
+    "great",
+    "awesome",
+    "done",
+    "finished",
+    "shipped",
+    "released",
+    "works",
+    "working",
+    "fixed",
+    "merged",
+    "congrats",
+    "congratulations",
+    "yay",
+    "passed",
 ];
 const TROUBLE: &[&str] = &[
     "broken", "broke", "fail", "fails", "failed", "failing", "error", "bug", "crash", "crashed",
@@ -28,7 +50,9 @@ const YES_NO_STARTS: &[&str] = &[
     "is", "are", "am", "can", "could", "do", "does", "did", "will", "would", "should", "shall",
     "have", "has", "had", "was", "were", "may", "might", "anyone", "any",
 ];
-const WH_STARTS: &[&str] = &["what", "when", "where", "who", "whom", "whose", "which", "why", "how"];
+const WH_STARTS: &[&str] = &[
+    "what", "when", "where", "who", "whom", "whose", "which", "why", "how",
+];
 
 fn any_of(words: &[String], set: &[&str]) -> bool {
     words.iter().any(|w| set.contains(&w.as_str()))
@@ -51,7 +75,12 @@ fn short_answer(answer: &str) -> String {
 }
 
 /// Three replies `asker` could send next.
-pub(crate) fn smart_replies(context: &[Message], asker: &str, kb: &KnowledgeBase, min_relevance: f64) -> Vec<String> {
+pub(crate) fn smart_replies(
+    context: &[Message],
+    asker: &str,
+    kb: &KnowledgeBase,
+    min_relevance: f64,
+) -> Vec<String> {
     let said = |m: &&Message| m.kind != MessageKind::System;
     let last = context
         .iter()
@@ -60,7 +89,11 @@ pub(crate) fn smart_replies(context: &[Message], asker: &str, kb: &KnowledgeBase
         .find(|m| m.sender != asker)
         .or_else(|| context.iter().rev().find(said));
     let Some(last) = last else {
-        return vec!["Hi everyone!".into(), "How is everyone doing?".into(), "What's new?".into()];
+        return vec![
+            "Hi everyone!".into(),
+            "How is everyone doing?".into(),
+            "What's new?".into(),
+        ];
     };
     let text = last.body.trim();
     let w: Vec<String> = words(text).collect();
@@ -68,9 +101,15 @@ pub(crate) fn smart_replies(context: &[Message], asker: &str, kb: &KnowledgeBase
     let who = &last.sender;
 
     let mut out: Vec<String> = Vec::new();
-    let question = text.ends_with('?') || WH_STARTS.contains(&first) || YES_NO_STARTS.contains(&first);
+    let question =
+        text.ends_with('?') || WH_STARTS.contains(&first) || YES_NO_STARTS.contains(&first);
     if question {
-        if let Some(hit) = kb.search(text, 1).into_iter().next().filter(|h| h.relevance >= min_relevance) {
+        if let Some(hit) = kb
+            .search(text, 1)
+            .into_iter()
+            .next()
+            .filter(|h| h.relevance >= min_relevance)
+        {
             out.push(short_answer(&hit.entry.answer));
         }
     }
@@ -81,20 +120,36 @@ pub(crate) fn smart_replies(context: &[Message], asker: &str, kb: &KnowledgeBase
     } else if question && YES_NO_STARTS.contains(&first) {
         ["Yes", "No", "Let me check"]
     } else if question {
-        ["Good question!", "I'm not sure, let me check.", "I'll get back to you on that."]
+        [
+            "Good question!",
+            "I'm not sure, let me check.",
+            "I'll get back to you on that.",
+        ]
     } else if any_of(&w, FAREWELLS) || text.to_lowercase().contains("see you") {
         ["Bye!", "See you later!", "Take care!"]
     } else if GREETINGS.contains(&first) || text.to_lowercase().starts_with("good morning") {
         ["", "Hello! How are you?", "Hey, good to see you!"]
     } else if any_of(&w, TROUBLE) {
-        ["Oh no, what happened?", "Can I help with that?", "Thanks for letting us know."]
+        [
+            "Oh no, what happened?",
+            "Can I help with that?",
+            "Thanks for letting us know.",
+        ]
     } else if any_of(&w, GOOD_NEWS) {
         ["Great news!", "Nice work!", "Thanks for the update."]
     } else {
-        ["Sounds good!", "Thanks for letting me know.", "Tell me more?"]
+        [
+            "Sounds good!",
+            "Thanks for letting me know.",
+            "Tell me more?",
+        ]
     };
     for c in canned {
-        let c = if c.is_empty() { format!("Hi {who}!") } else { c.to_owned() };
+        let c = if c.is_empty() {
+            format!("Hi {who}!")
+        } else {
+            c.to_owned()
+        };
         if out.len() < SUGGESTIONS && !out.contains(&c) {
             out.push(c);
         }
@@ -103,6 +158,7 @@ pub(crate) fn smart_replies(context: &[Message], asker: &str, kb: &KnowledgeBase
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -119,7 +175,12 @@ mod tests {
     }
 
     fn replies(ctx: &[Message]) -> Vec<String> {
-        smart_replies(ctx, "me", &KnowledgeBase::bundled(), super::super::DEFAULT_MIN_RELEVANCE)
+        smart_replies(
+            ctx,
+            "me",
+            &KnowledgeBase::bundled(),
+            super::super::DEFAULT_MIN_RELEVANCE,
+        )
     }
 
     #[test]

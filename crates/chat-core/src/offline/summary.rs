@@ -11,6 +11,9 @@ use crate::protocol::{Message, MessageKind};
 pub const MAX_QUOTE_CHARS: usize = 160;
 /// Most topics listed.
 pub const MAX_TOPICS: usize = 5;
+/// How much a sentence's score drops for repeating terms of the sentences
+/// already picked (0: not at all, 1: to nothing when it only repeats).
+const REPEAT_PENALTY: f64 = 1.0;
 
 struct Sentence<'a> {
     order: usize,
@@ -57,7 +60,10 @@ fn join_and(items: &[String]) -> String {
 
 /// A summary of `messages` quoting at most `max_points` sentences.
 pub(crate) fn summarize(messages: &[Message], max_points: usize) -> String {
-    let said: Vec<&Message> = messages.iter().filter(|m| m.kind != MessageKind::System).collect();
+    let said: Vec<&Message> = messages
+        .iter()
+        .filter(|m| m.kind != MessageKind::System)
+        .collect();
     if said.is_empty() {
         return "There are no messages to summarise yet.".to_owned();
     }
@@ -71,7 +77,10 @@ pub(crate) fn summarize(messages: &[Message], max_points: usize) -> String {
         }
     }
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-    let people: Vec<String> = counts.iter().map(|(s, n, _)| format!("{s} ({n})")).collect();
+    let people: Vec<String> = counts
+        .iter()
+        .map(|(s, n, _)| format!("{s} ({n})"))
+        .collect();
 
     // Term frequencies over the whole conversation, and the commonest
     // surface word of each term for display.
@@ -88,7 +97,12 @@ pub(crate) fn summarize(messages: &[Message], max_points: usize) -> String {
                     terms.push(t);
                 }
             }
-            all.push(Sentence { order: all.len(), sender: &m.sender, text, terms });
+            all.push(Sentence {
+                order: all.len(),
+                sender: &m.sender,
+                text,
+                terms,
+            });
         }
     }
 
@@ -112,20 +126,39 @@ pub(crate) fn summarize(messages: &[Message], max_points: usize) -> String {
         if s.terms.len() < 2 {
             return 0.0;
         }
-        let sum: usize = s.terms.iter().map(|t| tf.get(t).copied().unwrap_or(0)).filter(|n| *n >= 2).sum();
+        let sum: usize = s
+            .terms
+            .iter()
+            .map(|t| tf.get(t).copied().unwrap_or(0))
+            .filter(|n| *n >= 2)
+            .sum();
         sum as f64 / (s.terms.len() as f64).sqrt()
     };
-    let mut ranked: Vec<(f64, &Sentence<'_>)> = all.iter().map(|s| (score(s), s)).collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.order.cmp(&b.1.order)));
+    // Greedy picks, each discounted by how much it repeats the terms
+    // already picked, so the points say different things.
     let want = max_points.min(all.len().div_ceil(3)).max(1);
     let mut picked: Vec<&Sentence<'_>> = Vec::new();
-    for (_, s) in ranked {
-        if picked.len() == want {
-            break;
-        }
-        if picked.iter().any(|p| p.text.eq_ignore_ascii_case(s.text)) {
-            continue;
-        }
+    let mut covered: Vec<&str> = Vec::new();
+    while picked.len() < want {
+        let best = all
+            .iter()
+            .filter(|s| {
+                !picked
+                    .iter()
+                    .any(|p| p.order == s.order || p.text.eq_ignore_ascii_case(s.text))
+            })
+            .map(|s| {
+                let repeated = s
+                    .terms
+                    .iter()
+                    .filter(|t| covered.contains(&t.as_str()))
+                    .count();
+                let novelty = 1.0 - REPEAT_PENALTY * repeated as f64 / s.terms.len().max(1) as f64;
+                (score(s) * novelty, s)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.order.cmp(&a.1.order)));
+        let Some((_, s)) = best else { break };
+        covered.extend(s.terms.iter().map(String::as_str));
         picked.push(s);
     }
     picked.sort_by_key(|s| s.order);
@@ -141,12 +174,17 @@ pub(crate) fn summarize(messages: &[Message], max_points: usize) -> String {
     }
     out.push_str("\nKey points:");
     for s in picked {
-        out.push_str(&format!("\n- {}: {}", s.sender, clip(s.text, MAX_QUOTE_CHARS)));
+        out.push_str(&format!(
+            "\n- {}: {}",
+            s.sender,
+            clip(s.text, MAX_QUOTE_CHARS)
+        ));
     }
     out
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -165,12 +203,24 @@ mod tests {
     fn conversation() -> Vec<Message> {
         [
             ("alice", "Morning all! The release is planned for Friday."),
-            ("bob", "Morning. The sqlite store tests still fail on CI, so the release may slip."),
-            ("alice", "Which sqlite tests fail? I ran them locally and they passed."),
+            (
+                "bob",
+                "Morning. The sqlite store tests still fail on CI, so the release may slip.",
+            ),
+            (
+                "alice",
+                "Which sqlite tests fail? I ran them locally and they passed.",
+            ),
             ("carol", "I had coffee already."),
-            ("bob", "The crash recovery tests fail on CI. I think the CI disk is slow."),
+            (
+                "bob",
+                "The crash recovery tests fail on CI. I think the CI disk is slow.",
+            ),
             ("carol", "lol"),
-            ("alice", "OK, let's move the crash recovery tests to a faster disk before the release."),
+            (
+                "alice",
+                "OK, let's move the crash recovery tests to a faster disk before the release.",
+            ),
             ("bob", "Good idea, I will do it today."),
             ("carol", "Friday works for me."),
         ]
@@ -192,10 +242,16 @@ mod tests {
         let s = summarize(&conv, 3);
         let input: usize = conv.iter().map(|m| m.body.len() + m.sender.len()).sum();
         assert!(s.len() < input, "{} >= {input}:\n{s}", s.len());
-        assert!(s.starts_with("Summary of 9 messages from alice (3), bob (3) and carol (3)."), "{s}");
+        assert!(
+            s.starts_with("Summary of 9 messages from alice (3), bob (3) and carol (3)."),
+            "{s}"
+        );
         assert!(s.contains("Topics: test"), "{s}");
         assert!(s.contains("release") && s.contains("sqlite"), "{s}");
-        assert!(!s.contains("coffee") && !s.contains("lol"), "chit-chat is left out:\n{s}");
+        assert!(
+            !s.contains("coffee") && !s.contains("lol"),
+            "chit-chat is left out:\n{s}"
+        );
         assert_eq!(s.lines().filter(|l| l.starts_with("- ")).count(), 3, "{s}");
     }
 

@@ -4,20 +4,19 @@
 
 /// Words too common to tell questions apart.
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are",
-    "as", "at", "be", "been", "before", "being", "both", "but", "by", "could", "did", "do",
-    "does", "doing", "each", "for", "from", "get", "got", "had", "has", "have", "having", "he",
-    "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its",
-    "just", "let", "me", "mine", "more", "most", "my", "no", "nor", "not", "now", "of", "off",
-    "on", "once", "only", "or", "other", "our", "ours", "own", "please", "same", "she",
-    "should", "so", "some", "such", "than", "that", "the", "their", "them", "then", "there",
-    "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "us",
-    "very", "want", "was", "we", "were", "what", "when", "where", "which", "while", "who",
-    "whom", "why", "will", "with", "would", "you", "your", "yours", "can", "cannot", "im",
-    "ive", "dont", "doesnt", "tell", "know", "way", "there", "thing", "things", "really", "hey",
-    "hi", "hello", "ok", "okay", "whats", "hows", "wheres", "whos", "thats", "lets", "youre",
-    "cant", "wont", "isnt", "arent", "didnt", "id", "ill", "possible", "anyone", "somebody",
-    "someone", "kindly", "need", "like",
+    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
+    "at", "be", "been", "before", "being", "both", "but", "by", "could", "did", "do", "does",
+    "doing", "each", "for", "from", "get", "got", "had", "has", "have", "having", "he", "her",
+    "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "let",
+    "me", "mine", "more", "most", "my", "no", "nor", "not", "now", "of", "off", "on", "once",
+    "only", "or", "other", "our", "ours", "own", "please", "same", "she", "should", "so", "some",
+    "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this",
+    "those", "through", "to", "too", "under", "until", "up", "us", "very", "want", "was", "we",
+    "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with",
+    "would", "you", "your", "yours", "can", "cannot", "im", "ive", "dont", "doesnt", "tell",
+    "know", "way", "there", "thing", "things", "really", "hey", "hi", "hello", "ok", "okay",
+    "whats", "hows", "wheres", "whos", "thats", "lets", "youre", "cant", "wont", "isnt", "arent",
+    "didnt", "id", "ill", "possible", "anyone", "somebody", "someone", "kindly", "need", "like",
 ];
 
 /// Words folded into one term (after stemming), so that paraphrases meet.
@@ -116,7 +115,11 @@ pub(crate) fn stem(word: &str) -> String {
     let undouble = |s: String| {
         let b = s.as_bytes();
         let l = b.len();
-        if l >= 3 && b[l - 1] == b[l - 2] && !b"lsz".contains(&b[l - 1]) && b[l - 1].is_ascii_alphabetic() {
+        if l >= 3
+            && b[l - 1] == b[l - 2]
+            && !b"lsz".contains(&b[l - 1])
+            && b[l - 1].is_ascii_alphabetic()
+        {
             s[..l - 1].to_owned()
         } else {
             s
@@ -125,7 +128,9 @@ pub(crate) fn stem(word: &str) -> String {
     if n > 4 && w.ends_with("ies") {
         return format!("{}y", &w[..w.len() - 3]);
     }
-    if n > 4 && (w.ends_with("sses") || w.ends_with("xes") || w.ends_with("ches") || w.ends_with("shes")) {
+    if n > 4
+        && (w.ends_with("sses") || w.ends_with("xes") || w.ends_with("ches") || w.ends_with("shes"))
+    {
         return cut("es");
     }
     if n > 5 && w.ends_with("ing") {
@@ -185,6 +190,7 @@ pub(crate) fn word_deltas(text: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -213,7 +219,10 @@ mod tests {
 
     #[test]
     fn terms_drop_stop_words_and_fold_synonyms() {
-        assert_eq!(terms("How do I make a new channel?"), ["create", "new", "room"]);
+        assert_eq!(
+            terms("How do I make a new channel?"),
+            ["create", "new", "room"]
+        );
         assert_eq!(terms("Can I send a DM?"), ["send", "direct"]);
         assert!(terms("what is it").is_empty());
     }
