@@ -342,7 +342,7 @@ impl Engine {
         if matches!(frame, ClientFrame::Subscribe { .. }) {
             return Err(EngineError::invalid("subscribe needs a live connection"));
         }
-        let (outbox, _rx) = Outbox::new(self.outbox_limits());
+        let (outbox, mut rx) = Outbox::new(self.outbox_limits());
         let mut conn = Connection::new(
             self.clone(),
             Arc::new(outbox),
@@ -352,9 +352,21 @@ impl Engine {
         if let Some(token) = token {
             conn.login_with_token(None, token).await?;
         }
-        conn.dispatch(None, frame)
-            .await?
-            .ok_or_else(|| EngineError::new(ErrorCode::Internal, "no reply"))
+        if let Some(reply) = conn.dispatch(None, frame).await? {
+            return Ok(reply);
+        }
+        // Requests such as `send` queue their reply themselves; a detached
+        // connection subscribes to nothing, so its queue holds only replies.
+        while let Some(bytes) = rx.try_recv() {
+            match Codec::decode_server(&bytes) {
+                Ok(ServerFrame::Error { code, message, .. }) => {
+                    return Err(EngineError::new(code, message))
+                }
+                Ok(frame) => return Ok(frame),
+                Err(_) => continue,
+            }
+        }
+        Err(EngineError::new(ErrorCode::Internal, "no reply"))
     }
 
     /// The user a token belongs to, if it is valid.

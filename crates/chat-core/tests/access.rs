@@ -202,3 +202,42 @@ async fn expired_tokens_are_refused() {
     let r = b.call(ClientFrame::Auth { token }).await;
     assert_eq!(error_code(&r), Some(ErrorCode::TokenExpired));
 }
+
+#[tokio::test]
+async fn rest_calls_follow_the_same_rules() {
+    let e = engine();
+    let ServerFrame::Authed { token: alice, .. } = e
+        .call(None, ClientFrame::Signup { username: "alice".into(), password: "password123".into() })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let ServerFrame::Authed { token: eve, .. } = e
+        .call(None, ClientFrame::Signup { username: "eve".into(), password: "password123".into() })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    e.call(Some(&alice), ClientFrame::CreateRoom { room: "secret".into(), kind: "private".into(), topic: String::new() })
+        .await
+        .unwrap();
+    let ack = e
+        .call(Some(&alice), ClientFrame::Send { room: "secret".into(), body: "hi".into(), client_id: None })
+        .await
+        .unwrap();
+    assert!(matches!(ack, ServerFrame::Ack { seq: 1, .. }), "{ack:?}");
+    let err = e
+        .call(Some(&eve), ClientFrame::History { room: "secret".into(), before: None, after: None, limit: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    let err = e
+        .call(None, ClientFrame::ListRooms)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    let err = e.call(Some("bogus"), ClientFrame::ListRooms).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidToken);
+}
