@@ -64,16 +64,11 @@ pub(crate) struct Hasher {
 
 impl Hasher {
     pub(crate) fn new(limits: &Limits) -> Result<Self, crate::error::BuildError> {
-        let params = Params::new(
-            limits.argon2_memory_kib,
-            limits.argon2_iterations,
-            1,
-            None,
-        )
-        .map_err(|_| crate::error::BuildError::InvalidSetting {
-            name: "argon2_memory_kib",
-            reason: "argon2 refuses these parameters",
-        })?;
+        let params = Params::new(limits.argon2_memory_kib, limits.argon2_iterations, 1, None)
+            .map_err(|_| crate::error::BuildError::InvalidSetting {
+                name: "argon2_memory_kib",
+                reason: "argon2 refuses these parameters",
+            })?;
         Ok(Hasher {
             params,
             slots: Arc::new(Semaphore::new(limits.hash_concurrency)),
@@ -186,7 +181,10 @@ mod tests {
         let h = Hasher::new(&Limits::default().fast_hashing_for_tests()).unwrap();
         let stored = h.hash("correct horse".into()).await.unwrap();
         assert!(stored.starts_with("$argon2id$"));
-        assert!(h.verify("correct horse".into(), Some(stored.clone())).await.unwrap());
+        assert!(h
+            .verify("correct horse".into(), Some(stored.clone()))
+            .await
+            .unwrap());
         assert!(!h.verify("wrong horse!".into(), Some(stored)).await.unwrap());
         assert!(!h.verify("correct horse".into(), None).await.unwrap());
         assert_eq!(

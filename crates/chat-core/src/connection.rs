@@ -162,7 +162,11 @@ impl Connection {
         Ok(c)
     }
 
-    async fn issue_token(&mut self, id: Option<u64>, user: String) -> Result<ServerFrame, EngineError> {
+    async fn issue_token(
+        &mut self,
+        id: Option<u64>,
+        user: String,
+    ) -> Result<ServerFrame, EngineError> {
         let (token, hash) = auth::new_token();
         let ttl = u64::try_from(self.engine.limits().token_ttl.as_millis()).unwrap_or(u64::MAX);
         let expires_at = now_ms().saturating_add(ttl);
@@ -196,7 +200,10 @@ impl Connection {
     /// Logs out locally: ends subscriptions and presence.
     fn end_login(&mut self) {
         for room in self.subs.drain() {
-            self.engine.inner.fanout.unsubscribe(&room, self.session.id());
+            self.engine
+                .inner
+                .fanout
+                .unsubscribe(&room, self.session.id());
         }
         if let Some(user) = self.user.take() {
             if !self.detached {
@@ -228,15 +235,21 @@ impl Connection {
         })
     }
 
-    async fn publish_member(&self, room: &str, user: &str, change: MemberChange, role: Option<Role>) {
+    async fn publish_member(
+        &self,
+        room: &str,
+        user: &str,
+        change: MemberChange,
+        role: Option<Role>,
+    ) {
         let frame = ServerFrame::MemberEvent {
             room: room.to_owned(),
             user: user.to_owned(),
             change,
             role,
         };
-        let revoke = matches!(change, MemberChange::Left | MemberChange::Removed)
-            .then(|| Arc::from(user));
+        let revoke =
+            matches!(change, MemberChange::Left | MemberChange::Removed).then(|| Arc::from(user));
         self.engine
             .publish(RoomEvent {
                 room: Arc::from(room),
@@ -265,7 +278,8 @@ impl Connection {
                 self.issue_token(id, name).await.map(Some)
             }
             ClientFrame::Login { username, password } => {
-                let bad = || EngineError::new(ErrorCode::BadCredentials, "wrong user name or password");
+                let bad =
+                    || EngineError::new(ErrorCode::BadCredentials, "wrong user name or password");
                 let Ok(name) = auth::normalize_username(&username) else {
                     return Err(bad());
                 };
@@ -297,7 +311,9 @@ impl Connection {
                     .kinds
                     .get(&kind)
                     .filter(|k| k.creatable())
-                    .ok_or_else(|| EngineError::invalid(format!("cannot create rooms of kind {kind:?}")))?;
+                    .ok_or_else(|| {
+                        EngineError::invalid(format!("cannot create rooms of kind {kind:?}"))
+                    })?;
                 let rec = RoomRecord {
                     name: room,
                     kind: policy.kind().to_owned(),
@@ -325,7 +341,11 @@ impl Connection {
                 }
                 let name = direct_room_name(&user, &other);
                 if engine.room(&name).await?.is_none() {
-                    let other_role = if engine.is_bot(&other) { Role::Bot } else { Role::Member };
+                    let other_role = if engine.is_bot(&other) {
+                        Role::Bot
+                    } else {
+                        Role::Member
+                    };
                     let rec = RoomRecord {
                         name: name.clone(),
                         kind: "direct".to_owned(),
@@ -333,7 +353,10 @@ impl Connection {
                         created_by: user.to_string(),
                         created_at: now_ms(),
                     };
-                    let members = [(user.to_string(), Role::Member), (other.clone(), other_role)];
+                    let members = [
+                        (user.to_string(), Role::Member),
+                        (other.clone(), other_role),
+                    ];
                     match inner.store.create_room(rec, &members).await {
                         Ok(()) | Err(crate::StoreError::AlreadyExists) => {}
                         Err(e) => return Err(e.into()),
@@ -377,7 +400,8 @@ impl Connection {
                     return Err(EngineError::invalid("direct rooms cannot be left"));
                 }
                 inner.store.remove_member(&room, &user).await?;
-                self.publish_member(&room, &user, MemberChange::Left, None).await;
+                self.publish_member(&room, &user, MemberChange::Left, None)
+                    .await;
                 self.subs.remove(&room);
                 inner.fanout.unsubscribe(&room, self.session.id());
                 Ok(Some(ServerFrame::Ok { id }))
@@ -436,7 +460,11 @@ impl Connection {
                 if !engine.user_exists(&target).await? {
                     return Err(EngineError::not_found("user"));
                 }
-                let role = if engine.is_bot(&target) { Role::Bot } else { Role::Member };
+                let role = if engine.is_bot(&target) {
+                    Role::Bot
+                } else {
+                    Role::Member
+                };
                 if inner.store.member_role(&room, &target).await?.is_none() {
                     inner.store.set_member(&room, &target, role).await?;
                     self.publish_member(&room, &target, MemberChange::Invited, Some(role))
@@ -455,11 +483,17 @@ impl Connection {
                     .await;
                 Ok(Some(ServerFrame::Ok { id }))
             }
-            ClientFrame::SetRole { room, user: target, role } => {
+            ClientFrame::SetRole {
+                room,
+                user: target,
+                role,
+            } => {
                 let user = self.require_user()?;
                 self.check_action(&room, &user, Action::Manage).await?;
                 if role == Role::Bot {
-                    return Err(EngineError::invalid("the bot role is given by inviting a bot"));
+                    return Err(EngineError::invalid(
+                        "the bot role is given by inviting a bot",
+                    ));
                 }
                 let target = auth::normalize_username(&target)?;
                 match inner.store.member_role(&room, &target).await? {
@@ -472,7 +506,11 @@ impl Connection {
                     .await;
                 Ok(Some(ServerFrame::Ok { id }))
             }
-            ClientFrame::Send { room, body, client_id } => {
+            ClientFrame::Send {
+                room,
+                body,
+                client_id,
+            } => {
                 let user = self.require_user()?;
                 if body.trim().is_empty() {
                     return Err(EngineError::invalid("empty message"));
@@ -480,10 +518,16 @@ impl Connection {
                 if body.len() > engine.limits().max_message_bytes {
                     return Err(EngineError::new(
                         ErrorCode::MessageTooLarge,
-                        format!("messages are at most {} bytes", engine.limits().max_message_bytes),
+                        format!(
+                            "messages are at most {} bytes",
+                            engine.limits().max_message_bytes
+                        ),
                     ));
                 }
-                if client_id.as_ref().is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES || c.is_empty()) {
+                if client_id
+                    .as_ref()
+                    .is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES || c.is_empty())
+                {
                     return Err(EngineError::invalid("client_id is 1 to 64 bytes"));
                 }
                 if !inner.rate.check(&user) {
@@ -509,17 +553,33 @@ impl Connection {
                     duplicate: appended.duplicate,
                 });
                 if !appended.duplicate {
-                    for bot in engine.bots_to_answer(&c.rec, &appended.message.body).await? {
+                    for bot in engine
+                        .bots_to_answer(&c.rec, &appended.message.body)
+                        .await?
+                    {
                         let prompt = appended.message.body.clone();
-                        engine.spawn_bot(bot, room.clone(), user.to_string(), BotTask::Answer { prompt }, None);
+                        engine.spawn_bot(
+                            bot,
+                            room.clone(),
+                            user.to_string(),
+                            BotTask::Answer { prompt },
+                            None,
+                        );
                     }
                 }
                 Ok(None)
             }
-            ClientFrame::History { room, before, after, limit } => {
+            ClientFrame::History {
+                room,
+                before,
+                after,
+                limit,
+            } => {
                 let user = self.require_user()?;
                 self.check_action(&room, &user, Action::Read).await?;
-                let limit = limit.unwrap_or(DEFAULT_PAGE).min(engine.limits().history_page_max);
+                let limit = limit
+                    .unwrap_or(DEFAULT_PAGE)
+                    .min(engine.limits().history_page_max);
                 let query = HistoryQuery {
                     before,
                     after,
@@ -534,7 +594,12 @@ impl Connection {
                         messages.remove(0);
                     }
                 }
-                Ok(Some(ServerFrame::History { id, room, messages, has_more }))
+                Ok(Some(ServerFrame::History {
+                    id,
+                    room,
+                    messages,
+                    has_more,
+                }))
             }
             ClientFrame::Subscribe { rooms } => {
                 let user = self.require_user()?;
@@ -571,9 +636,15 @@ impl Connection {
                 self.check_action(&room, &user, Action::Post).await?;
                 let now = tokio::time::Instant::now();
                 // At most one typing event per second per connection.
-                if self.last_typing.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
+                if self
+                    .last_typing
+                    .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
+                {
                     self.last_typing = Some(now);
-                    let frame = ServerFrame::Typing { room: room.clone(), user: user.to_string() };
+                    let frame = ServerFrame::Typing {
+                        room: room.clone(),
+                        user: user.to_string(),
+                    };
                     engine.publish_ephemeral(&room, &frame).await;
                 }
                 Ok(Some(ServerFrame::Ok { id }))
@@ -599,7 +670,8 @@ impl Connection {
                 }
                 let bot = engine.pick_bot(&room, bot.as_deref()).await?;
                 if let BotTask::Answer { prompt } = &task {
-                    if prompt.trim().is_empty() || prompt.len() > engine.limits().max_message_bytes {
+                    if prompt.trim().is_empty() || prompt.len() > engine.limits().max_message_bytes
+                    {
                         return Err(EngineError::invalid("the question is empty or too long"));
                     }
                 }
@@ -645,7 +717,10 @@ impl Connection {
                 for message in page {
                     self.session.writable().await;
                     if self.session.is_closed() {
-                        return Err(EngineError::new(ErrorCode::Lagged, "session closed during replay"));
+                        return Err(EngineError::new(
+                            ErrorCode::Lagged,
+                            "session closed during replay",
+                        ));
                     }
                     replayed = message.seq;
                     Engine::send_to(&self.session, &ServerFrame::Message { message });

@@ -48,8 +48,14 @@ pub struct EngineBuilder {
 impl std::fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineBuilder")
-            .field("bots", &self.bots.iter().map(|b| b.name()).collect::<Vec<_>>())
-            .field("kinds", &self.kinds.iter().map(|k| k.kind()).collect::<Vec<_>>())
+            .field(
+                "bots",
+                &self.bots.iter().map(|b| b.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "kinds",
+                &self.kinds.iter().map(|k| k.kind()).collect::<Vec<_>>(),
+            )
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -372,12 +378,10 @@ impl Engine {
     /// The user a token belongs to, if it is valid.
     pub async fn authenticate(&self, token: &str) -> Result<String, EngineError> {
         let hash = crate::auth::hash_token(token);
-        let rec = self
-            .inner
-            .store
-            .token(&hash)
-            .await?
-            .ok_or_else(|| EngineError::new(ErrorCode::InvalidToken, "unknown or revoked token"))?;
+        let rec =
+            self.inner.store.token(&hash).await?.ok_or_else(|| {
+                EngineError::new(ErrorCode::InvalidToken, "unknown or revoked token")
+            })?;
         if rec.expires_at <= now_ms() {
             let _ = self.inner.store.delete_token(&hash).await;
             return Err(EngineError::new(ErrorCode::TokenExpired, "token expired"));
@@ -493,11 +497,19 @@ impl Engine {
     /// The policy of a room kind.
     pub(crate) fn kind(&self, kind: &str) -> Result<Arc<dyn Room>, EngineError> {
         self.inner.kinds.get(kind).cloned().ok_or_else(|| {
-            EngineError::new(ErrorCode::Internal, format!("room kind {kind:?} is not registered"))
+            EngineError::new(
+                ErrorCode::Internal,
+                format!("room kind {kind:?} is not registered"),
+            )
         })
     }
 
-    pub(crate) fn room_info(&self, rec: &RoomRecord, last_seq: u64, role: Option<Role>) -> RoomInfo {
+    pub(crate) fn room_info(
+        &self,
+        rec: &RoomRecord,
+        last_seq: u64,
+        role: Option<Role>,
+    ) -> RoomInfo {
         RoomInfo {
             name: rec.name.clone(),
             kind: rec.kind.clone(),
@@ -566,19 +578,26 @@ impl Engine {
 
     pub(crate) async fn create_user(&self, name: &str, hash: String) -> Result<(), EngineError> {
         if self.is_bot(name) || name == "system" {
-            return Err(EngineError::new(ErrorCode::AlreadyExists, "user name taken"));
+            return Err(EngineError::new(
+                ErrorCode::AlreadyExists,
+                "user name taken",
+            ));
         }
         let rec = UserRecord {
             name: name.to_owned(),
             password_hash: hash,
             created_at: now_ms(),
         };
-        self.inner.store.create_user(rec).await.map_err(|e| match e {
-            crate::StoreError::AlreadyExists => {
-                EngineError::new(ErrorCode::AlreadyExists, "user name taken")
-            }
-            e => e.into(),
-        })
+        self.inner
+            .store
+            .create_user(rec)
+            .await
+            .map_err(|e| match e {
+                crate::StoreError::AlreadyExists => {
+                    EngineError::new(ErrorCode::AlreadyExists, "user name taken")
+                }
+                e => e.into(),
+            })
     }
 
     /// Counts a live session of `user`; presence changes are published to
@@ -635,7 +654,9 @@ impl Engine {
     }
 
     fn announce_presence(&self, user: &str, status: Presence) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let engine = self.clone();
         let user = user.to_owned();
         handle.spawn(async move {

@@ -234,7 +234,9 @@ impl EngineError {
 impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::AlreadyExists => EngineError::new(ErrorCode::AlreadyExists, "already exists"),
+            StoreError::AlreadyExists => {
+                EngineError::new(ErrorCode::AlreadyExists, "already exists")
+            }
             StoreError::NotFound => EngineError::new(ErrorCode::NotFound, "not found"),
             other => {
                 tracing::error!(error = %other, "store failed");
@@ -266,7 +268,11 @@ mod tests {
 
     #[test]
     fn codes_serialize_as_their_wire_names() {
-        for code in [ErrorCode::BadFrame, ErrorCode::ServerBusy, ErrorCode::TokenExpired] {
+        for code in [
+            ErrorCode::BadFrame,
+            ErrorCode::ServerBusy,
+            ErrorCode::TokenExpired,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }

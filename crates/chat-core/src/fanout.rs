@@ -171,7 +171,9 @@ impl Fanout {
 
     /// Removes a subscriber.
     pub(crate) fn unsubscribe(&self, room: &str, id: SessionId) {
-        let Some(entry) = self.entry(room) else { return };
+        let Some(entry) = self.entry(room) else {
+            return;
+        };
         let empty = {
             let mut subs = lock(&entry);
             if subs.subs.remove(&id).is_some() {
@@ -188,12 +190,6 @@ impl Fanout {
                 }
             }
         }
-    }
-
-    /// Number of local subscribers of a room.
-    #[cfg(test)]
-    pub(crate) fn subscriber_count(&self, room: &str) -> usize {
-        self.entry(room).map_or(0, |e| lock(&e).subs.len())
     }
 
     fn drop_lagged(&self, subs: &mut RoomSubs, ids: &[SessionId]) {
@@ -265,7 +261,9 @@ impl Fanout {
 
     /// Fetches the missing messages of an open gap from the store.
     async fn fill_gap(&self, room: Arc<str>) {
-        let Some(entry) = self.entry(&room) else { return };
+        let Some(entry) = self.entry(&room) else {
+            return;
+        };
         let (from, to) = {
             let mut subs = lock(&entry);
             subs.gap_fill_scheduled = false;
@@ -313,7 +311,9 @@ impl Fanout {
     fn drain_pending(&self, room: &Arc<str>, subs: &mut RoomSubs) {
         loop {
             let next = subs.next_seq;
-            let Some(ev) = subs.pending.remove(&next) else { break };
+            let Some(ev) = subs.pending.remove(&next) else {
+                break;
+            };
             subs.next_seq += 1;
             self.emit(subs, &ev);
         }
@@ -333,7 +333,9 @@ impl Fanout {
 
 impl EventSink for Fanout {
     fn deliver(&self, ev: RoomEvent) {
-        let Some(entry) = self.entry(&ev.room) else { return };
+        let Some(entry) = self.entry(&ev.room) else {
+            return;
+        };
         let mut subs = lock(&entry);
         match ev.seq {
             None => self.emit(&mut subs, &ev),

@@ -62,7 +62,7 @@
 //! [`Connection`], so one set of rules guards them all: a private room or a
 //! direct room cannot be read through a side door.
 #![deny(missing_docs)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
 pub mod bot;
@@ -94,6 +94,4 @@ pub use protocol::{
 };
 pub use room::{Action, Room};
 pub use session::{Outbox, OutboxLimits, OutboxReceiver, Recv, Session, SessionId};
-pub use store::{
-    Appended, HistoryQuery, NewMessage, RoomRecord, Store, TokenRecord, UserRecord,
-};
+pub use store::{Appended, HistoryQuery, NewMessage, RoomRecord, Store, TokenRecord, UserRecord};

@@ -192,9 +192,9 @@ impl Store for MemoryStore {
         let msgs = &data.messages;
         // seq n lives at index n-1.
         let lo = q.after.map_or(0, |a| a.min(msgs.len() as u64) as usize);
-        let hi = q
-            .before
-            .map_or(msgs.len(), |b| (b.saturating_sub(1) as usize).min(msgs.len()));
+        let hi = q.before.map_or(msgs.len(), |b| {
+            (b.saturating_sub(1) as usize).min(msgs.len())
+        });
         if lo >= hi {
             return Ok(Vec::new());
         }

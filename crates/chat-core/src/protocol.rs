@@ -711,7 +711,8 @@ mod tests {
                     limit
                 }),
             proptest::collection::vec(
-                (s(), proptest::option::of(any::<u64>())).prop_map(|(room, last_seq)| Cursor { room, last_seq }),
+                (s(), proptest::option::of(any::<u64>()))
+                    .prop_map(|(room, last_seq)| Cursor { room, last_seq }),
                 0..4
             )
             .prop_map(|rooms| ClientFrame::Subscribe { rooms }),
@@ -847,7 +848,7 @@ mod tests {
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::Bool),
-            any::<i64>().prop_map(|n| serde_json::Value::from(n)),
+            any::<i64>().prop_map(serde_json::Value::from),
             prop_oneof![
                 Just("send".to_owned()),
                 Just("type".to_owned()),
@@ -895,6 +896,12 @@ mod tests {
         assert_eq!(r.id, Some(7));
         assert!(matches!(r.frame, ClientFrame::Send { ref room, .. } if room == "lobby"));
         let r = Codec::new(1024).decode_str(r#"{"type":"ping"}"#).unwrap();
-        assert_eq!(r, Request { id: None, frame: ClientFrame::Ping });
+        assert_eq!(
+            r,
+            Request {
+                id: None,
+                frame: ClientFrame::Ping
+            }
+        );
     }
 }

@@ -166,7 +166,13 @@ mod tests {
     #[test]
     fn private_and_direct_rooms_are_closed_to_non_members() {
         for kind in [&PrivateRoom as &dyn Room, &DirectRoom] {
-            for action in [Action::See, Action::Read, Action::Join, Action::Post, Action::Manage] {
+            for action in [
+                Action::See,
+                Action::Read,
+                Action::Join,
+                Action::Post,
+                Action::Manage,
+            ] {
                 assert!(!kind.permits(action, None), "{} {action:?}", kind.kind());
             }
         }
@@ -174,7 +180,12 @@ mod tests {
 
     #[test]
     fn only_admins_manage() {
-        for kind in [&PublicRoom as &dyn Room, &PrivateRoom, &AnnouncementRoom, &BotRoom] {
+        for kind in [
+            &PublicRoom as &dyn Room,
+            &PrivateRoom,
+            &AnnouncementRoom,
+            &BotRoom,
+        ] {
             assert!(kind.permits(Action::Manage, Some(Role::Admin)));
             assert!(!kind.permits(Action::Manage, Some(Role::Member)));
             assert!(!kind.permits(Action::Manage, None));
@@ -190,7 +201,10 @@ mod tests {
 
     #[test]
     fn direct_names_are_symmetric_and_reserved() {
-        assert_eq!(direct_room_name("bob", "alice"), direct_room_name("alice", "bob"));
+        assert_eq!(
+            direct_room_name("bob", "alice"),
+            direct_room_name("alice", "bob")
+        );
         assert!(!valid_room_name(&direct_room_name("a", "b")));
         assert!(valid_room_name("general-2"));
         assert!(!valid_room_name(""));

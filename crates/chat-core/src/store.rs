@@ -7,7 +7,7 @@
 //! - **Gap-free order**: `seq` starts at 1 in every room and grows by one per
 //!   stored message, even under concurrent appends and across restarts.
 //!
-//! [`conformance`] (feature `test-support`) holds the tests every store runs.
+//! The `conformance` module (feature `test-support`) holds the tests every store runs.
 
 use async_trait::async_trait;
 

@@ -77,7 +77,10 @@ async fn room_with(e: &Engine, bots: &[&str]) -> Client {
     alice.create("r", "public").await;
     for b in bots {
         let r = alice
-            .call(ClientFrame::Invite { room: "r".into(), user: (*b).into() })
+            .call(ClientFrame::Invite {
+                room: "r".into(),
+                user: (*b).into(),
+            })
             .await;
         assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
     }
@@ -119,7 +122,9 @@ async fn a_mention_streams_deltas_then_stores_the_reply() {
 async fn no_mention_no_reply_in_a_public_room() {
     let e = engine(Duration::from_secs(10));
     let mut alice = room_with(&e, &["chunky"]).await;
-    alice.send("r", "just chatting, chunky is not addressed").await;
+    alice
+        .send("r", "just chatting, chunky is not addressed")
+        .await;
     alice.send("r", "@chunky!").await;
     // The first bot reply answers the second message.
     loop {
@@ -139,7 +144,12 @@ async fn a_failing_bot_sends_its_fallback_and_is_counted() {
     let e = engine(Duration::from_secs(10));
     let mut alice = room_with(&e, &["broken"]).await;
     alice
-        .ask("r", BotTask::Answer { prompt: "anyone?".into() })
+        .ask(
+            "r",
+            BotTask::Answer {
+                prompt: "anyone?".into(),
+            },
+        )
         .await;
     loop {
         match alice.next().await {
@@ -168,7 +178,12 @@ async fn people_keep_chatting_while_bots_hang() {
     bob.subscribe("r", None).await;
     for _ in 0..20 {
         alice
-            .ask("r", BotTask::Answer { prompt: "hello?".into() })
+            .ask(
+                "r",
+                BotTask::Answer {
+                    prompt: "hello?".into(),
+                },
+            )
             .await;
     }
     for i in 0..100 {
@@ -188,13 +203,22 @@ async fn a_silent_bot_times_out_into_a_fallback() {
     let mut alice = room_with(&e, &["silent"]).await;
     for _ in 0..5 {
         alice
-            .ask("r", BotTask::Answer { prompt: "hello?".into() })
+            .ask(
+                "r",
+                BotTask::Answer {
+                    prompt: "hello?".into(),
+                },
+            )
             .await;
     }
     let mut fallbacks = 0;
     while fallbacks < 5 {
         match alice.next().await {
-            ServerFrame::BotDone { fallback: true, seq: Some(_), .. } => fallbacks += 1,
+            ServerFrame::BotDone {
+                fallback: true,
+                seq: Some(_),
+                ..
+            } => fallbacks += 1,
             ServerFrame::BotDone { .. } => panic!("expected a fallback"),
             _ => {}
         }
@@ -214,7 +238,9 @@ async fn smart_replies_go_to_the_asker_only() {
         panic!()
     };
     let r = alice.reply_to(id).await;
-    let ServerFrame::Suggestions { replies, .. } = r else { panic!("{r:?}") };
+    let ServerFrame::Suggestions { replies, .. } = r else {
+        panic!("{r:?}")
+    };
     assert_eq!(replies, ["Yes", "No", "Maybe"]);
     // Bob saw the message and nothing of the suggestions.
     assert_eq!(bob.next_message().await.body, "lunch?");
@@ -226,7 +252,12 @@ async fn smart_replies_go_to_the_asker_only() {
     )));
     // Nothing was stored for the suggestions.
     let ServerFrame::History { messages, .. } = alice
-        .call(ClientFrame::History { room: "r".into(), before: None, after: None, limit: None })
+        .call(ClientFrame::History {
+            room: "r".into(),
+            before: None,
+            after: None,
+            limit: None,
+        })
         .await
     else {
         panic!()
@@ -238,7 +269,11 @@ async fn smart_replies_go_to_the_asker_only() {
 async fn a_direct_room_with_a_bot_answers_every_message() {
     let e = engine(Duration::from_secs(10));
     let mut alice = Client::signup(&e, "alice").await;
-    let ServerFrame::Room { room, .. } = alice.call(ClientFrame::OpenDirect { user: "chunky".into() }).await
+    let ServerFrame::Room { room, .. } = alice
+        .call(ClientFrame::OpenDirect {
+            user: "chunky".into(),
+        })
+        .await
     else {
         panic!()
     };

@@ -22,7 +22,10 @@ async fn concurrent_senders_every_subscriber_sees_every_message_once_in_order() 
     for i in 0..SUBSCRIBERS {
         let mut c = Client::signup(&e, &format!("sub{i}")).await;
         c.join("busy").await;
-        assert!(matches!(c.subscribe("busy", None).await, ServerFrame::Subscribed { .. }));
+        assert!(matches!(
+            c.subscribe("busy", None).await,
+            ServerFrame::Subscribed { .. }
+        ));
         subs.push(c);
     }
     let readers: Vec<_> = subs
@@ -122,7 +125,10 @@ async fn resume_gets_exactly_the_missed_messages_then_live() {
     // Nothing more, no duplicates pending.
     let r = bob.call(ClientFrame::Ping).await;
     assert!(matches!(r, ServerFrame::Pong { .. }));
-    assert!(bob.backlog.iter().all(|f| !matches!(f, ServerFrame::Message { .. })));
+    assert!(bob
+        .backlog
+        .iter()
+        .all(|f| !matches!(f, ServerFrame::Message { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,12 +146,17 @@ async fn resume_paces_a_replay_larger_than_the_queue() {
     bob.join("r").await;
     // The replay of 100 through an 8-frame queue waits for bob to read
     // instead of lagging him out.
-    let Client { mut conn, mut rx, .. } = bob;
+    let Client {
+        mut conn, mut rx, ..
+    } = bob;
     let subscribing = tokio::spawn(async move {
         conn.handle(chat_core::Request {
             id: Some(99),
             frame: ClientFrame::Subscribe {
-                rooms: vec![chat_core::Cursor { room: "r".into(), last_seq: Some(0) }],
+                rooms: vec![chat_core::Cursor {
+                    room: "r".into(),
+                    last_seq: Some(0),
+                }],
             },
         })
         .await;
@@ -181,10 +192,20 @@ async fn idempotent_send_stores_once() {
         body: body.into(),
         client_id: Some("c-1".into()),
     };
-    let ServerFrame::Ack { seq: first, duplicate: false, .. } = alice.call(send("hello")).await else {
+    let ServerFrame::Ack {
+        seq: first,
+        duplicate: false,
+        ..
+    } = alice.call(send("hello")).await
+    else {
         panic!()
     };
-    let ServerFrame::Ack { seq: again, duplicate: true, .. } = alice.call(send("hello")).await else {
+    let ServerFrame::Ack {
+        seq: again,
+        duplicate: true,
+        ..
+    } = alice.call(send("hello")).await
+    else {
         panic!()
     };
     assert_eq!(first, again);
@@ -192,12 +213,22 @@ async fn idempotent_send_stores_once() {
     // overwrite alice's.
     let mut mallory = Client::signup(&e, "mallory").await;
     mallory.join("r").await;
-    let ServerFrame::Ack { seq, duplicate: false, .. } = mallory.call(send("overwritten")).await else {
+    let ServerFrame::Ack {
+        seq,
+        duplicate: false,
+        ..
+    } = mallory.call(send("overwritten")).await
+    else {
         panic!()
     };
     assert_eq!(seq, 2);
     let ServerFrame::History { messages, .. } = alice
-        .call(ClientFrame::History { room: "r".into(), before: None, after: None, limit: None })
+        .call(ClientFrame::History {
+            room: "r".into(),
+            before: None,
+            after: None,
+            limit: None,
+        })
         .await
     else {
         panic!()
@@ -209,7 +240,12 @@ async fn idempotent_send_stores_once() {
 #[tokio::test]
 async fn limits_give_typed_errors() {
     let e = Engine::builder()
-        .limits(support::limits().max_message_bytes(10).rate_burst(3).rate_messages(1))
+        .limits(
+            support::limits()
+                .max_message_bytes(10)
+                .rate_burst(3)
+                .rate_messages(1),
+        )
         .build()
         .unwrap();
     let mut alice = Client::signup(&e, "alice").await;
@@ -224,13 +260,25 @@ async fn limits_give_typed_errors() {
     }
     // Refused messages cost no token: the burst of 3 passes, 2 are limited.
     assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 3, "{codes:?}");
-    assert_eq!(codes.iter().filter(|c| **c == Some(ErrorCode::RateLimited)).count(), 2);
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| **c == Some(ErrorCode::RateLimited))
+            .count(),
+        2
+    );
     // Bad frames get an error and the connection stays usable.
     alice.conn.handle_frame(b"{not json").await;
     assert_eq!(error_code(&alice.next().await), Some(ErrorCode::BadFrame));
     alice.conn.handle_frame(&vec![b' '; 70_000]).await;
-    assert_eq!(error_code(&alice.next().await), Some(ErrorCode::FrameTooLarge));
-    assert!(matches!(alice.call(ClientFrame::Ping).await, ServerFrame::Pong { .. }));
+    assert_eq!(
+        error_code(&alice.next().await),
+        Some(ErrorCode::FrameTooLarge)
+    );
+    assert!(matches!(
+        alice.call(ClientFrame::Ping).await,
+        ServerFrame::Pong { .. }
+    ));
 }
 
 #[tokio::test]
@@ -241,16 +289,30 @@ async fn history_pages_with_has_more() {
     for i in 1..=25 {
         alice.send("r", &format!("m{i}")).await;
     }
-    let page = |before, after, limit| ClientFrame::History { room: "r".into(), before, after, limit };
-    let ServerFrame::History { messages, has_more, .. } = alice.call(page(None, None, Some(10))).await else {
+    let page = |before, after, limit| ClientFrame::History {
+        room: "r".into(),
+        before,
+        after,
+        limit,
+    };
+    let ServerFrame::History {
+        messages, has_more, ..
+    } = alice.call(page(None, None, Some(10))).await
+    else {
         panic!()
     };
     assert_eq!((messages[0].seq, messages[9].seq, has_more), (16, 25, true));
-    let ServerFrame::History { messages, has_more, .. } = alice.call(page(Some(6), None, Some(10))).await else {
+    let ServerFrame::History {
+        messages, has_more, ..
+    } = alice.call(page(Some(6), None, Some(10))).await
+    else {
         panic!()
     };
     assert_eq!((messages.len(), has_more), (5, false));
-    let ServerFrame::History { messages, has_more, .. } = alice.call(page(None, Some(20), Some(3))).await else {
+    let ServerFrame::History {
+        messages, has_more, ..
+    } = alice.call(page(None, Some(20), Some(3))).await
+    else {
         panic!()
     };
     assert_eq!((messages[0].seq, messages.len(), has_more), (21, 3, true));

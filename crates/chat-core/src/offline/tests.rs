@@ -385,3 +385,72 @@ fn errors_are_send_sync_static() {
     assert_error::<OfflineError>();
     assert_error::<KnowledgeError>();
 }
+
+#[tokio::test]
+async fn the_engine_streams_and_stores_the_offline_reply() {
+    use crate::protocol::{ClientFrame, Cursor, Request, ServerFrame};
+    use crate::{Codec, Engine, Limits, Recv};
+
+    let engine = Engine::builder()
+        .limits(Limits::default().fast_hashing_for_tests())
+        .bot(OfflineBot::default())
+        .build()
+        .unwrap();
+    let (mut conn, mut rx) = engine.open(engine.admit().await.unwrap());
+    let req = |frame| Request { id: None, frame };
+    conn.handle(req(ClientFrame::Signup {
+        username: "alice".into(),
+        password: "correct horse".into(),
+    }))
+    .await;
+    conn.handle(req(ClientFrame::CreateRoom {
+        room: "lobby".into(),
+        kind: "public".into(),
+        topic: String::new(),
+    }))
+    .await;
+    conn.handle(req(ClientFrame::Subscribe {
+        rooms: vec![Cursor {
+            room: "lobby".into(),
+            last_seq: Some(0),
+        }],
+    }))
+    .await;
+    let task = BotTask::Answer {
+        prompt: "how do I leave a room?".into(),
+    };
+    conn.handle(req(ClientFrame::Ask {
+        room: "lobby".into(),
+        bot: None,
+        task,
+    }))
+    .await;
+
+    let (mut deltas, mut stored, mut done) = (String::new(), None, false);
+    let mut buf = Vec::new();
+    while !(done && stored.is_some()) {
+        buf.clear();
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            rx.recv_many(&mut buf, 64),
+        )
+        .await;
+        assert_eq!(got.expect("the reply arrives"), Recv::Frames);
+        for bytes in &buf {
+            match Codec::decode_server(bytes).unwrap() {
+                ServerFrame::BotDelta { delta, .. } => deltas.push_str(&delta),
+                ServerFrame::BotDone { fallback, .. } => {
+                    assert!(!fallback);
+                    done = true;
+                }
+                ServerFrame::Message { message } if message.sender == "helper" => {
+                    stored = Some(message.body)
+                }
+                _ => {}
+            }
+        }
+    }
+    let stored = stored.unwrap();
+    assert!(stored.starts_with("Send `leave`"), "{stored}");
+    assert_eq!(deltas, stored);
+}

@@ -194,7 +194,10 @@ pub async fn concurrent_appends_are_gap_free(s: Arc<dyn Store>) {
         }
     }
     assert_eq!(all, (1..=400).collect::<HashSet<u64>>());
-    let page = s.history("busy", HistoryQuery::after(0, 1000)).await.unwrap();
+    let page = s
+        .history("busy", HistoryQuery::after(0, 1000))
+        .await
+        .unwrap();
     assert_eq!(page.len(), 400);
     assert!(page.windows(2).all(|w| w[1].seq == w[0].seq + 1));
 }

@@ -57,7 +57,12 @@ impl Client {
     pub async fn call(&mut self, frame: ClientFrame) -> ServerFrame {
         let id = self.next_id;
         self.next_id += 1;
-        self.conn.handle(Request { id: Some(id), frame }).await;
+        self.conn
+            .handle(Request {
+                id: Some(id),
+                frame,
+            })
+            .await;
         self.reply_to(id).await
     }
 
