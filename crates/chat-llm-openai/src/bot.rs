@@ -200,11 +200,18 @@ impl Shared {
             return stream::once(async move {
                 let mut live = live;
                 let mut text = String::new();
+                let mut complete = true;
                 while let Some(delta) = live.next().await {
                     text.push_str(&delta?);
+                    if text.len() >= self.settings.max_reply_bytes {
+                        complete = false;
+                        break;
+                    }
                 }
                 let text = clean_suggestions(&text);
-                self.cache.put(key, text.clone());
+                if complete {
+                    self.cache.put(key, text.clone());
+                }
                 Ok(text)
             })
             .boxed();
@@ -215,6 +222,10 @@ impl Shared {
             match live.next().await {
                 Some(Ok(delta)) => {
                     text.push_str(&delta);
+                    if text.len() >= shared.settings.max_reply_bytes {
+                        tracing::debug!(bot = %shared.settings.name, "reply cut at max_reply_bytes");
+                        return Some((Ok(delta), (live, text, None)));
+                    }
                     Some((Ok(delta), (live, text, Some(shared))))
                 }
                 Some(Err(e)) => {

@@ -76,7 +76,8 @@ pub struct OpenAiSettings {
     /// How long a reply waits for a free request slot before
     /// [`BotError::Busy`](chat_core::BotError::Busy). Default 5 s.
     pub queue_timeout: Duration,
-    /// Token bucket per asking user: requests in a burst. Default 5.
+    /// Token bucket per asking user: requests in a burst (every reply
+    /// counts, cached ones too). Default 5.
     pub user_burst: u32,
     /// Token bucket per asking user: requests regained per
     /// [`user_rate_interval`](Self::user_rate_interval). Default 10.
@@ -99,6 +100,9 @@ pub struct OpenAiSettings {
     /// Largest server-sent event, error body or non-streamed response, in
     /// bytes. Default 256 KiB.
     pub max_event_bytes: usize,
+    /// Longest reply kept, in bytes: past it the stream ends there (and the
+    /// cut reply is not cached). Default 64 KiB.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for OpenAiSettings {
@@ -128,6 +132,7 @@ impl Default for OpenAiSettings {
             max_tokens: Some(512),
             temperature: Some(0.7),
             max_event_bytes: 256 * 1024,
+            max_reply_bytes: 64 * 1024,
         }
     }
 }
@@ -235,6 +240,8 @@ setters! {
     cache_ttl: Duration,
     /// Sets [`OpenAiSettings::max_event_bytes`].
     max_event_bytes: usize,
+    /// Sets [`OpenAiSettings::max_reply_bytes`].
+    max_reply_bytes: usize,
 }
 
 impl OpenAiSettings {
@@ -272,6 +279,7 @@ impl OpenAiSettings {
             ("user_rate_interval", !self.user_rate_interval.is_zero()),
             ("rate_tracked_users", self.rate_tracked_users >= 1),
             ("max_event_bytes", self.max_event_bytes >= 1024),
+            ("max_reply_bytes", self.max_reply_bytes >= 1),
             (
                 "temperature",
                 self.temperature.is_none_or(|t| (0.0..=2.0).contains(&t)),

@@ -495,3 +495,16 @@ async fn a_non_streamed_json_completion_is_accepted() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(deltas, ["Whole", " reply", " here."]);
 }
+
+#[tokio::test]
+async fn a_reply_is_cut_at_max_reply_bytes_and_not_cached() {
+    let deltas = ["0123456789"; 10];
+    let server = MockServer::start(vec![stream_reply(&deltas), stream_reply(&deltas)]).await;
+    let bot = OpenAiBot::new(settings(&server).max_reply_bytes(25)).unwrap();
+    let (got, err) = collect(&bot, ask("alice", "count")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got.len(), 3, "stops at the first delta past the bound");
+    let (again, _) = collect(&bot, ask("alice", "count")).await;
+    assert_eq!(again, got);
+    assert_eq!(server.requests().len(), 2, "a cut reply is not cached");
+}
