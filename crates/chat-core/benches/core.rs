@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chat_core::{
-    ClientFrame, Codec, Cursor, Engine, LocalBroker, Limits, Message, MessageKind, OutboxReceiver,
+    ClientFrame, Codec, Cursor, Engine, Limits, LocalBroker, Message, MessageKind, OutboxReceiver,
     Request, RoomEvent, ServerFrame,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -40,7 +40,9 @@ fn codec(c: &mut Criterion) {
         },
     });
     let codec = Codec::new(64 * 1024);
-    g.bench_function("decode_send_100B", |b| b.iter(|| codec.decode(&send).unwrap()));
+    g.bench_function("decode_send_100B", |b| {
+        b.iter(|| codec.decode(&send).unwrap())
+    });
     g.finish();
 }
 
@@ -79,9 +81,14 @@ fn room_with(n: usize) -> Room {
                     username: format!("u{i}"),
                     password: "password123".into(),
                 },
-                ClientFrame::Join { room: "lobby".into() },
+                ClientFrame::Join {
+                    room: "lobby".into(),
+                },
                 ClientFrame::Subscribe {
-                    rooms: vec![Cursor { room: "lobby".into(), last_seq: None }],
+                    rooms: vec![Cursor {
+                        room: "lobby".into(),
+                        last_seq: None,
+                    }],
                 },
             ];
             if i == 0 {
@@ -99,7 +106,11 @@ fn room_with(n: usize) -> Room {
                     },
                 })
                 .await;
-                conn.handle(Request { id: None, frame: frames[2].clone() }).await;
+                conn.handle(Request {
+                    id: None,
+                    frame: frames[2].clone(),
+                })
+                .await;
             } else {
                 for f in frames {
                     conn.handle(Request { id: None, frame: f }).await;
@@ -130,7 +141,8 @@ fn fanout(c: &mut Criterion) {
                 || (),
                 |()| {
                     let ev = RoomEvent::ephemeral("lobby", frame.clone());
-                    futures_executor_block_on(chat_core::Broker::publish(&*room.broker, ev));
+                    futures_executor_block_on(chat_core::Broker::publish(&*room.broker, ev))
+                        .unwrap();
                     // Drain so no queue fills; the cost of taking a frame
                     // out is part of a delivery.
                     for rx in &mut room.receivers {

@@ -87,8 +87,8 @@ pub use engine::{Engine, EngineBuilder};
 pub use error::{BotError, BoxError, BrokerError, BuildError, EngineError, ErrorCode, StoreError};
 pub use limits::{AdmissionPermit, Limits};
 pub use memory::MemoryStore;
-pub use offline::{OfflineBot, OfflineSettings};
 pub use metrics::Metrics;
+pub use offline::{OfflineBot, OfflineSettings};
 pub use protocol::{
     BotTask, ClientFrame, Codec, Cursor, DecodeError, MemberChange, MemberInfo, Message,
     MessageKind, Presence, Request, Role, RoomInfo, ServerFrame,

@@ -4,8 +4,9 @@
 //! latency (p50/p99/p99.9/max) from 1, 16 and 256 concurrent writers, and the
 //! latency of a 50-message history page on a room of a million messages.
 //! `CHAT_BENCH_DIR` picks the directory for the database files (default: the
-//! system temporary directory); `CHAT_BENCH_MAX_BATCH` and
-//! `CHAT_BENCH_WAL_AUTOCHECKPOINT` override those settings.
+//! system temporary directory); `CHAT_BENCH_MAX_BATCH`,
+//! `CHAT_BENCH_COMMIT_DELAY_US` and `CHAT_BENCH_WAL_AUTOCHECKPOINT` override
+//! those settings.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -33,10 +34,13 @@ fn dir() -> tempfile::TempDir {
 }
 
 fn settings(path: std::path::PathBuf) -> SqliteSettings {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let mut settings = SqliteSettings::new(path);
     if let Some(n) = var("CHAT_BENCH_MAX_BATCH") {
-        settings = settings.max_batch(n);
+        settings = settings.max_batch(usize::try_from(n).unwrap());
+    }
+    if let Some(us) = var("CHAT_BENCH_COMMIT_DELAY_US") {
+        settings = settings.commit_delay(Duration::from_micros(us));
     }
     if let Some(n) = var("CHAT_BENCH_WAL_AUTOCHECKPOINT") {
         settings = settings.wal_autocheckpoint(u32::try_from(n).unwrap());

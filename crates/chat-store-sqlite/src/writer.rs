@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chat_core::{Appended, NewMessage, Role, RoomRecord, StoreError, TokenRecord, UserRecord};
 use rusqlite::Connection;
@@ -17,6 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ops::Ops;
 use crate::Error;
+
+/// How long the writer sleeps between looks at the queue while it waits for
+/// a batch to fill (see `Writer::fill`).
+const COMMIT_DELAY_STEP: Duration = Duration::from_micros(25);
 
 /// Where the writer answers one request.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -107,6 +112,8 @@ pub(crate) fn spawn(
         rx,
         stats,
         max_batch: settings.max_batch,
+        commit_delay: settings.commit_delay,
+        last_batch: 0,
         done: Vec::with_capacity(settings.max_batch),
         lost: None,
         close_replies: Vec::new(),
@@ -146,6 +153,9 @@ struct Writer {
     rx: mpsc::Receiver<Command>,
     stats: Arc<Stats>,
     max_batch: usize,
+    commit_delay: Duration,
+    /// Requests in the last batch.
+    last_batch: usize,
     /// Answers of the running batch (kept to reuse its allocation).
     done: Vec<Done>,
     /// Why the running batch's transaction is gone, if it is.
@@ -170,18 +180,43 @@ impl Writer {
 
     /// Waits for a request, then takes every queued one up to `max_batch`.
     /// False once the queue is closed and drained.
+    ///
+    /// The callers answered by the last batch usually send again at once, but
+    /// their requests trickle in while the async side wakes them. Committing
+    /// the first few alone would spend a whole `fsync` on a sliver and make
+    /// the rest wait for it; so while the batch holds less than half of the
+    /// last one, the writer waits up to `commit_delay` for more. With one
+    /// writer the last batch held one request, and nothing waits.
     fn fill(&mut self, batch: &mut Vec<Command>) -> bool {
         let Some(first) = self.rx.blocking_recv() else {
             return false;
         };
         batch.push(first);
+        self.drain(batch);
+        let want = (self.last_batch / 2).min(self.max_batch);
+        if batch.len() < want && !self.commit_delay.is_zero() {
+            let deadline = Instant::now() + self.commit_delay;
+            while batch.len() < want && !self.rx.is_closed() {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                std::thread::sleep((deadline - now).min(COMMIT_DELAY_STEP));
+                self.drain(batch);
+            }
+        }
+        self.last_batch = batch.len();
+        true
+    }
+
+    /// Takes every queued request, up to `max_batch`.
+    fn drain(&mut self, batch: &mut Vec<Command>) {
         while batch.len() < self.max_batch {
             match self.rx.try_recv() {
                 Ok(cmd) => batch.push(cmd),
                 Err(_) => break,
             }
         }
-        true
     }
 
     fn exec(&self, sql: &str) -> Result<(), rusqlite::Error> {

@@ -77,6 +77,7 @@ fn settings_out_of_range_are_refused() {
         base.clone().readers(0),
         base.clone().max_batch(0),
         base.clone().queue_capacity(0),
+        base.clone().commit_delay(std::time::Duration::from_secs(2)),
     ] {
         match SqliteStore::open(settings) {
             Err(StoreError::Backend(e)) => assert!(
