@@ -46,6 +46,11 @@ impl RoomEvent {
 pub trait EventSink: Send + Sync + 'static {
     /// Delivers one event to this node's subscribers. Must not block.
     fn deliver(&self, event: RoomEvent);
+    /// Catches every room with local subscribers up from the store: a broker
+    /// calls this after it may have missed events (e.g. after reconnecting
+    /// to its backend), since a lost *last* event leaves no later `seq` to
+    /// reveal the gap. Must not block; the work runs in the background.
+    fn resync(&self);
 }
 
 /// Carries room events to every node with subscribers.

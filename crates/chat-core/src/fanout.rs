@@ -331,7 +331,63 @@ impl Fanout {
     }
 }
 
+impl Fanout {
+    /// Fetches whatever the store has past each room's next expected seq.
+    async fn resync_rooms(&self) {
+        let rooms: Vec<(Arc<str>, Arc<Mutex<RoomSubs>>)> = self
+            .rooms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (room, entry) in rooms {
+            let mut from = lock(&entry).next_seq;
+            loop {
+                let page = match self
+                    .store
+                    .history(&room, HistoryQuery::after(from - 1, 500))
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(%room, error = %e, "resync failed");
+                        break;
+                    }
+                };
+                let n = page.len();
+                for message in page {
+                    from = message.seq + 1;
+                    let frame = Codec::encode(&ServerFrame::Message { message });
+                    self.deliver(RoomEvent {
+                        room: room.clone(),
+                        seq: Some(from - 1),
+                        frame,
+                        revoke: None,
+                    });
+                }
+                if n < 500 {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 impl EventSink for Fanout {
+    fn resync(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("no runtime to resync fan-out from");
+            return;
+        };
+        let me = self.me.clone();
+        handle.spawn(async move {
+            if let Some(me) = me.upgrade() {
+                me.resync_rooms().await;
+            }
+        });
+    }
+
     fn deliver(&self, ev: RoomEvent) {
         let Some(entry) = self.entry(&ev.room) else {
             return;
