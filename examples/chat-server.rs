@@ -7,7 +7,16 @@
 //! and a `lobby` room with the built-in bot (plus an LLM bot when an OpenAI
 //! key or base URL is set). Ctrl-C or SIGTERM stops it gracefully.
 
+use std::io::Write;
+
 use chat_engine::config::{self, Command};
+
+/// Prints a line to stdout; a closed stdout must not take the server down.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use chat_engine::server;
 
 #[tokio::main]
@@ -21,12 +30,14 @@ async fn main() -> std::process::ExitCode {
     };
     let config = match cmd {
         Command::Help(text) => {
-            print!("{text}");
+            say!("{}", text.trim_end());
             return std::process::ExitCode::SUCCESS;
         }
         Command::Run(c) => c,
     };
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -41,19 +52,27 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let scheme = if config.https { "https" } else { "http" };
-    println!("chat-server is up (data in {})", config.data.display());
-    println!("  browser:  {scheme}://{}/", running.http);
+    say!("chat-server is up (data in {})", config.data.display());
+    say!("  browser:  {scheme}://{}/", running.http);
     if let Some(tcp) = running.tcp {
-        println!(
+        say!(
             "  terminal: cargo run --example chat-cli -- --addr {tcp} --fingerprint {}",
             running.fingerprint
         );
     }
-    println!("  bots:     {} (in #{})", running.engine.bots().join(", "), server::LOBBY);
-    println!("  health:   {scheme}://{}/health   metrics: {scheme}://{}/metrics", running.http, running.http);
+    say!(
+        "  bots:     {} (in #{})",
+        running.engine.bots().join(", "),
+        server::LOBBY
+    );
+    say!(
+        "  health:   {scheme}://{}/health   metrics: {scheme}://{}/metrics",
+        running.http,
+        running.http
+    );
 
     wait_for_signal().await;
-    println!("chat-server: shutting down");
+    say!("chat-server: shutting down");
     match running.shutdown().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -48,24 +48,96 @@ struct Spec {
 }
 
 const SPECS: &[Spec] = &[
-    Spec { key: "data", default: "data", help: "folder for the SQLite file, TLS certificate and uploads" },
-    Spec { key: "http", default: "127.0.0.1:8080", help: "HTTP + WebSocket address (web client, REST, /health, /metrics)" },
-    Spec { key: "tcp", default: "127.0.0.1:7443", help: "TLS TCP address for terminal clients (\"off\" to disable)" },
-    Spec { key: "tls-cert", default: "", help: "PEM certificate chain (default: self-signed, generated into the data folder)" },
-    Spec { key: "tls-key", default: "", help: "PEM private key for --tls-cert" },
-    Spec { key: "https", default: "false", help: "serve the HTTP port over TLS too (https/wss) with the same certificate" },
-    Spec { key: "knowledge", default: "", help: "knowledge file (Markdown Q&A or JSON) for the built-in bot" },
-    Spec { key: "bot-name", default: "helper", help: "name of the built-in offline bot" },
-    Spec { key: "llm-name", default: "assistant", help: "name of the LLM bot (enabled when an OpenAI key or base URL is set)" },
-    Spec { key: "openai-base-url", default: "", help: "OpenAI-compatible endpoint (env OPENAI_BASE_URL)" },
-    Spec { key: "openai-api-key", default: "", help: "API key (env OPENAI_API_KEY; never logged)" },
-    Spec { key: "openai-model", default: "gpt-4o-mini", help: "model name (env OPENAI_MODEL)" },
-    Spec { key: "max-sessions", default: "10000", help: "concurrent sessions admitted" },
-    Spec { key: "max-message-bytes", default: "4096", help: "largest message body" },
-    Spec { key: "rate-burst", default: "20", help: "messages a user may send in a burst" },
-    Spec { key: "rate-per-second", default: "10", help: "messages a user may send per second, sustained" },
-    Spec { key: "shutdown-grace", default: "10", help: "seconds to finish in-flight work on shutdown" },
-    Spec { key: "log", default: "info", help: "log filter (RUST_LOG syntax)" },
+    Spec {
+        key: "data",
+        default: "data",
+        help: "folder for the SQLite file, TLS certificate and uploads",
+    },
+    Spec {
+        key: "http",
+        default: "127.0.0.1:8080",
+        help: "HTTP + WebSocket address (web client, REST, /health, /metrics)",
+    },
+    Spec {
+        key: "tcp",
+        default: "127.0.0.1:7443",
+        help: "TLS TCP address for terminal clients (\"off\" to disable)",
+    },
+    Spec {
+        key: "tls-cert",
+        default: "",
+        help: "PEM certificate chain (default: self-signed, generated into the data folder)",
+    },
+    Spec {
+        key: "tls-key",
+        default: "",
+        help: "PEM private key for --tls-cert",
+    },
+    Spec {
+        key: "https",
+        default: "false",
+        help: "serve the HTTP port over TLS too (https/wss) with the same certificate",
+    },
+    Spec {
+        key: "knowledge",
+        default: "",
+        help: "knowledge file (Markdown Q&A or JSON) for the built-in bot",
+    },
+    Spec {
+        key: "bot-name",
+        default: "helper",
+        help: "name of the built-in offline bot",
+    },
+    Spec {
+        key: "llm-name",
+        default: "assistant",
+        help: "name of the LLM bot (enabled when an OpenAI key or base URL is set)",
+    },
+    Spec {
+        key: "openai-base-url",
+        default: "",
+        help: "OpenAI-compatible endpoint (env OPENAI_BASE_URL)",
+    },
+    Spec {
+        key: "openai-api-key",
+        default: "",
+        help: "API key (env OPENAI_API_KEY; never logged)",
+    },
+    Spec {
+        key: "openai-model",
+        default: "gpt-4o-mini",
+        help: "model name (env OPENAI_MODEL)",
+    },
+    Spec {
+        key: "max-sessions",
+        default: "10000",
+        help: "concurrent sessions admitted",
+    },
+    Spec {
+        key: "max-message-bytes",
+        default: "4096",
+        help: "largest message body",
+    },
+    Spec {
+        key: "rate-burst",
+        default: "20",
+        help: "messages a user may send in a burst",
+    },
+    Spec {
+        key: "rate-per-second",
+        default: "10",
+        help: "messages a user may send per second, sustained",
+    },
+    Spec {
+        key: "shutdown-grace",
+        default: "10",
+        help: "seconds to finish in-flight work on shutdown",
+    },
+    Spec {
+        key: "log",
+        default: "info",
+        help: "log filter (RUST_LOG syntax)",
+    },
 ];
 
 /// Environment variables read besides `CHAT_<KEY>`.
@@ -124,7 +196,10 @@ impl std::fmt::Debug for Config {
             .field("tcp", &self.tcp)
             .field("https", &self.https)
             .field("openai_base_url", &self.openai_base_url)
-            .field("openai_api_key", &self.openai_api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "openai_api_key",
+                &self.openai_api_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -146,8 +221,17 @@ pub fn help() -> String {
     );
     s.push_str("  --config FILE            read settings from FILE (env CHAT_CONFIG)\n");
     for spec in SPECS {
-        let default = if spec.default.is_empty() { String::new() } else { format!(" [default: {}]", spec.default) };
-        s.push_str(&format!("  --{:<22} {}{}\n", format!("{} V", spec.key), spec.help, default));
+        let default = if spec.default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {}]", spec.default)
+        };
+        s.push_str(&format!(
+            "  --{:<22} {}{}\n",
+            format!("{} V", spec.key),
+            spec.help,
+            default
+        ));
     }
     s.push_str("  --help                   print this help\n");
     s
@@ -171,7 +255,9 @@ pub fn parse(
         let (key, value) = match flag.split_once('=') {
             Some((k, v)) => (k.to_owned(), v.to_owned()),
             None => {
-                let v = args.next().ok_or_else(|| ConfigError::MissingValue(flag.to_owned()))?;
+                let v = args
+                    .next()
+                    .ok_or_else(|| ConfigError::MissingValue(flag.to_owned()))?;
                 (flag.to_owned(), v)
             }
         };
@@ -183,9 +269,14 @@ pub fn parse(
         flags.insert(key, value);
     }
     let file = match &config_file {
-        Some(path) => parse_file(
-            &std::fs::read_to_string(path).map_err(|source| ConfigError::File { path: path.clone(), source })?,
-        )?,
+        Some(path) => {
+            parse_file(
+                &std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                    path: path.clone(),
+                    source,
+                })?,
+            )?
+        }
         None => BTreeMap::new(),
     };
     let get = |key: &str| -> String {
@@ -204,7 +295,11 @@ pub fn parse(
         if let Some(v) = file.get(key) {
             return v.clone();
         }
-        SPECS.iter().find(|s| s.key == key).map(|s| s.default.to_owned()).unwrap_or_default()
+        SPECS
+            .iter()
+            .find(|s| s.key == key)
+            .map(|s| s.default.to_owned())
+            .unwrap_or_default()
     };
     build(get).map(|c| Command::Run(Box::new(c)))
 }
@@ -224,7 +319,9 @@ fn parse_file(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
         if line.is_empty() {
             continue;
         }
-        let (k, v) = line.split_once('=').ok_or_else(|| ConfigError::Unknown(line.to_owned()))?;
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Unknown(line.to_owned()))?;
         let key = k.trim().replace('_', "-");
         check_key(&key)?;
         out.insert(key, v.trim().trim_matches('"').to_owned());
@@ -233,7 +330,11 @@ fn parse_file(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
 }
 
 fn bad(key: &str, value: &str, reason: &'static str) -> ConfigError {
-    ConfigError::BadValue { key: key.to_owned(), value: value.to_owned(), reason }
+    ConfigError::BadValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason,
+    }
 }
 
 fn num<T: std::str::FromStr>(get: &impl Fn(&str) -> String, key: &str) -> Result<T, ConfigError> {
@@ -243,7 +344,9 @@ fn num<T: std::str::FromStr>(get: &impl Fn(&str) -> String, key: &str) -> Result
 
 fn addr(get: &impl Fn(&str) -> String, key: &str) -> Result<SocketAddr, ConfigError> {
     let v = get(key);
-    v.trim().parse().map_err(|_| bad(key, &v, "an address like 127.0.0.1:8080"))
+    v.trim()
+        .parse()
+        .map_err(|_| bad(key, &v, "an address like 127.0.0.1:8080"))
 }
 
 fn opt(v: String) -> Option<String> {
@@ -292,8 +395,10 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         match parse(args.iter().map(|s| s.to_string()), |k| env.get(k).cloned())? {
             Command::Run(c) => Ok(*c),
             Command::Help(_) => panic!("help"),
@@ -314,13 +419,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("chat-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("chat.conf");
-        std::fs::write(&file, "# comment\nhttp = 127.0.0.1:1111\nmax_sessions = 5\ntcp = off\n").unwrap();
+        std::fs::write(
+            &file,
+            "# comment\nhttp = 127.0.0.1:1111\nmax_sessions = 5\ntcp = off\n",
+        )
+        .unwrap();
         let f = file.to_str().unwrap();
         let c = run(&["--config", f], &[]).unwrap();
         assert_eq!((c.http.port(), c.max_sessions, c.tcp), (1111, 5, None));
         let c = run(&["--config", f], &[("CHAT_HTTP", "127.0.0.1:2222")]).unwrap();
         assert_eq!(c.http.port(), 2222);
-        let c = run(&["--config", f, "--http=127.0.0.1:3333"], &[("CHAT_HTTP", "127.0.0.1:2222")]).unwrap();
+        let c = run(
+            &["--config", f, "--http=127.0.0.1:3333"],
+            &[("CHAT_HTTP", "127.0.0.1:2222")],
+        )
+        .unwrap();
         assert_eq!(c.http.port(), 3333);
         let c = run(&[], &[("OPENAI_API_KEY", "sk-secret")]).unwrap();
         assert!(!format!("{c:?}").contains("sk-secret"));
@@ -329,10 +442,22 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        assert!(matches!(run(&["--nope", "1"], &[]), Err(ConfigError::Unknown(_))));
-        assert!(matches!(run(&["--http"], &[]), Err(ConfigError::MissingValue(_))));
-        assert!(matches!(run(&["--max-sessions", "many"], &[]), Err(ConfigError::BadValue { .. })));
-        assert!(matches!(run(&["--tls-cert", "a.pem"], &[]), Err(ConfigError::BadValue { .. })));
+        assert!(matches!(
+            run(&["--nope", "1"], &[]),
+            Err(ConfigError::Unknown(_))
+        ));
+        assert!(matches!(
+            run(&["--http"], &[]),
+            Err(ConfigError::MissingValue(_))
+        ));
+        assert!(matches!(
+            run(&["--max-sessions", "many"], &[]),
+            Err(ConfigError::BadValue { .. })
+        ));
+        assert!(matches!(
+            run(&["--tls-cert", "a.pem"], &[]),
+            Err(ConfigError::BadValue { .. })
+        ));
         assert!(help().contains("--http"));
     }
 }

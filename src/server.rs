@@ -3,7 +3,6 @@
 //! [`start`]; end-to-end tests start it the same way.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use chat_core::{Engine, Limits, OfflineBot, OfflineSettings};
 use chat_store_sqlite::{SqliteSettings, SqliteStore};
@@ -71,7 +70,8 @@ pub struct Running {
 /// Opens the store, builds the engine, binds the listeners and starts
 /// serving. Returns once everything listens.
 pub async fn start(config: &Config) -> Result<Running, ServerError> {
-    std::fs::create_dir_all(&config.data).map_err(io(format!("create {}", config.data.display())))?;
+    std::fs::create_dir_all(&config.data)
+        .map_err(io(format!("create {}", config.data.display())))?;
     let store = SqliteStore::open_async(SqliteSettings::new(config.data.join("chat.db"))).await?;
 
     let mut offline = OfflineSettings::default().name(config.bot_name.clone());
@@ -101,14 +101,20 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
         if let Some(key) = &config.openai_api_key {
             s = s.api_key(key.clone());
         }
-        let bot = chat_llm_openai::OpenAiBot::new(s).map_err(|e| ServerError::Bot(e.to_string()))?;
+        let bot =
+            chat_llm_openai::OpenAiBot::new(s).map_err(|e| ServerError::Bot(e.to_string()))?;
         builder = builder.bot(bot);
         bots.push(config.llm_name.clone());
     }
     let engine = builder.build()?;
     let bot_refs: Vec<&str> = bots.iter().map(String::as_str).collect();
     engine
-        .ensure_room(LOBBY, "public", "Say hello! Ask @helper anything.", &bot_refs)
+        .ensure_room(
+            LOBBY,
+            "public",
+            "Say hello! Ask @helper anything.",
+            &bot_refs,
+        )
         .await?;
 
     // TLS: the given certificate, or a self-signed one kept in the data folder.
@@ -116,12 +122,19 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
         Some((cert, key)) => {
             let tls = chat_transport_tcp::tls::server_config_from_pem_files(cert, key)?;
             let der = chat_transport_tcp::tls::load_certs(cert)?;
-            let fp = der.first().map(|c| chat_transport_tcp::Fingerprint::of(c).to_string()).unwrap_or_default();
+            let fp = der
+                .first()
+                .map(|c| chat_transport_tcp::Fingerprint::of(c).to_string())
+                .unwrap_or_default();
             (tls, fp, cert.clone())
         }
         None => {
             let ss = chat_transport_tcp::self_signed(config.data.join("tls"), &[])?;
-            (ss.server_config()?, ss.fingerprint.to_string(), ss.cert_path.clone())
+            (
+                ss.server_config()?,
+                ss.fingerprint.to_string(),
+                ss.cert_path.clone(),
+            )
         }
     };
 
@@ -134,22 +147,26 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
     };
     let mut tasks = Vec::new();
 
-    let http_listener = TcpListener::bind(config.http).await.map_err(io(format!("bind {}", config.http)))?;
+    let http_listener = TcpListener::bind(config.http)
+        .await
+        .map_err(io(format!("bind {}", config.http)))?;
     let http = http_listener.local_addr().map_err(io("local address"))?;
     let mut ws_settings = chat_transport_ws::WsSettings::default();
     if config.https {
         ws_settings = ws_settings.tls(tls.clone());
     }
-    tasks.push(tokio::spawn(chat_transport_ws::serve(
-        http_listener,
-        engine.clone(),
-        ws_settings,
-        stopped(&stop),
-    ).map_result()));
+    let ws = chat_transport_ws::serve(http_listener, engine.clone(), ws_settings, stopped(&stop));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = ws.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
 
     let tcp = match config.tcp {
         Some(addr) => {
-            let l = TcpListener::bind(addr).await.map_err(io(format!("bind {addr}")))?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(io(format!("bind {addr}")))?;
             let local = l.local_addr().map_err(io("local address"))?;
             tasks.push(tokio::spawn(chat_transport_tcp::serve(
                 l,
