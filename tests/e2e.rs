@@ -337,7 +337,7 @@ async fn a_graceful_stop_tells_clients_and_loses_nothing() {
         })
         .await;
     }
-    let status = server.terminate();
+    let status = server.terminate().await;
     assert!(status.success(), "{status:?}");
     for c in [&mut ws, &mut tcp] {
         let mut reason = None;
@@ -352,4 +352,33 @@ async fn a_graceful_stop_tells_clients_and_loses_nothing() {
     let mut c = Client::ws(&server).await;
     c.auth(&token).await;
     assert_eq!(c.history_all("r").await.len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_bot_answers_in_the_lobby_with_no_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut c = Client::ws(&server).await;
+    c.signup("newcomer").await;
+    let ServerFrame::Rooms { rooms, .. } = c.ok(ClientFrame::ListRooms).await else { panic!() };
+    assert!(rooms.iter().any(|r| r.name == "lobby"), "{rooms:?}");
+    c.ok(ClientFrame::Join { room: "lobby".into() }).await;
+    c.subscribe("lobby", None).await;
+    c.ok(ClientFrame::Send { room: "lobby".into(), body: "@helper how do I send a direct message?".into(), client_id: None })
+        .await;
+    let mut deltas = String::new();
+    loop {
+        match c.next().await.expect("closed") {
+            ServerFrame::BotDelta { bot, delta, .. } => {
+                assert_eq!(bot, "helper");
+                deltas.push_str(&delta);
+            }
+            ServerFrame::Message { message } if message.sender == "helper" => {
+                assert_eq!(message.body, deltas, "the stored reply is what streamed");
+                assert!(message.body.to_lowercase().contains("direct"), "{}", message.body);
+                break;
+            }
+            _ => {}
+        }
+    }
 }

@@ -99,22 +99,19 @@ impl Server {
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "server did not stop in time"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(tokio::time::Instant::now() < deadline, "server did not stop in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
