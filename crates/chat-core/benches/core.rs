@@ -22,6 +22,7 @@ fn message(body_len: usize) -> ServerFrame {
             ts: 1_764_230_400_000,
             kind: MessageKind::User,
             client_id: Some("c-123".into()),
+            file: None,
         },
     }
 }

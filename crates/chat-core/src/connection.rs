@@ -5,17 +5,19 @@
 //! from (invariant 5). Rooms a caller may not see answer `not_found`, never
 //! `forbidden`, so private room names do not leak.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use base64::Engine as _;
 use std::sync::Arc;
 
-use crate::engine::{now_ms, Engine};
+use crate::engine::{now_ms, Checked, Engine, PendingUpload};
 use crate::error::{EngineError, ErrorCode};
 use crate::limits::AdmissionPermit;
 use crate::protocol::{
-    BotTask, ClientFrame, Codec, Cursor, MemberChange, MemberInfo, Presence, Request, Role,
-    RoomInfo, ServerFrame,
+    BotTask, ClientFrame, Codec, Cursor, FileInfo, MemberChange, MemberInfo, Presence, Request,
+    Role, RoomInfo, ServerFrame,
 };
-use crate::room::{direct_room_name, valid_room_name, Action, Room};
+use crate::room::{direct_room_name, valid_room_name, Action};
 use crate::session::{Session, SessionId};
 use crate::store::{HistoryQuery, NewMessage, RoomRecord};
 use crate::{auth, broker::RoomEvent};
@@ -42,6 +44,9 @@ pub struct Connection {
     last_typing: Option<tokio::time::Instant>,
     /// REST calls: not a live session, so no presence.
     detached: bool,
+    /// Uploads in progress over frames, by handle.
+    uploads: HashMap<u64, PendingUpload>,
+    next_upload: u64,
     _permit: AdmissionPermit,
 }
 
@@ -53,12 +58,6 @@ impl std::fmt::Debug for Connection {
             .field("subscriptions", &self.subs.len())
             .finish_non_exhaustive()
     }
-}
-
-struct Checked {
-    rec: RoomRecord,
-    policy: Arc<dyn Room>,
-    role: Option<Role>,
 }
 
 impl Connection {
@@ -76,6 +75,8 @@ impl Connection {
             subs: HashSet::new(),
             last_typing: None,
             detached,
+            uploads: HashMap::new(),
+            next_upload: 1,
             _permit: permit,
         }
     }
@@ -132,21 +133,10 @@ impl Connection {
             .ok_or_else(|| EngineError::new(ErrorCode::Unauthenticated, "log in first"))
     }
 
-    /// Looks a room up with the caller's role, refusing with `not_found`
-    /// when the caller may not even see it.
+    /// Looks a room up with the caller's role; `not_found` when the caller
+    /// may not even see it.
     async fn check(&self, room: &str, user: &str) -> Result<Checked, EngineError> {
-        let inner = &self.engine.inner;
-        let rec = self
-            .engine
-            .room(room)
-            .await?
-            .ok_or_else(|| EngineError::not_found("room"))?;
-        let policy = self.engine.kind(&rec.kind)?;
-        let role = inner.store.member_role(room, user).await?;
-        if !policy.permits(Action::See, role) {
-            return Err(EngineError::not_found("room"));
-        }
-        Ok(Checked { rec, policy, role })
+        self.engine.check(room, user, Action::See).await
     }
 
     async fn check_action(
@@ -155,11 +145,7 @@ impl Connection {
         user: &str,
         action: Action,
     ) -> Result<Checked, EngineError> {
-        let c = self.check(room, user).await?;
-        if !c.policy.permits(action, c.role) {
-            return Err(EngineError::forbidden());
-        }
-        Ok(c)
+        self.engine.check(room, user, action).await
     }
 
     async fn issue_token(
@@ -543,6 +529,7 @@ impl Connection {
                         kind: crate::MessageKind::User,
                         client_id: client_id.clone(),
                         ts: now_ms(),
+                        file: None,
                     })
                     .await?;
                 self.reply(&ServerFrame::Ack {
@@ -658,6 +645,108 @@ impl Connection {
                     engine.set_status(&user, status);
                 }
                 Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::UploadStart { room, name, size } => {
+                let user = self.require_user()?;
+                let max = engine
+                    .file_settings()
+                    .map_or(0, |f| f.max_uploads_per_session);
+                if self.uploads.len() >= max.max(1) {
+                    return Err(EngineError::invalid("too many uploads in progress"));
+                }
+                let pending = engine.begin_upload(&user, &room, &name, size).await?;
+                let upload = self.next_upload;
+                self.next_upload += 1;
+                self.uploads.insert(upload, pending);
+                let chunk_bytes = engine.file_settings().map_or(0, |f| f.chunk_bytes);
+                Ok(Some(ServerFrame::UploadReady {
+                    id,
+                    upload,
+                    chunk_bytes,
+                }))
+            }
+            ClientFrame::UploadChunk { upload, data } => {
+                self.require_user()?;
+                let chunk_max = engine.file_settings().map_or(0, |f| f.chunk_bytes);
+                let pending = self
+                    .uploads
+                    .get_mut(&upload)
+                    .ok_or_else(|| EngineError::not_found("upload"))?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.as_bytes())
+                    .map_err(|_| EngineError::invalid("chunk is not base64"));
+                let res = match bytes {
+                    Ok(b) if b.len() > chunk_max => Err(EngineError::invalid(format!(
+                        "chunks are at most {chunk_max} bytes"
+                    ))),
+                    Ok(b) => pending.write(&b).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = res {
+                    // A refused chunk ends the upload; its partial file goes.
+                    self.uploads.remove(&upload);
+                    return Err(e);
+                }
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::UploadFinish {
+                upload,
+                body,
+                client_id,
+            } => {
+                self.require_user()?;
+                let pending = self
+                    .uploads
+                    .remove(&upload)
+                    .ok_or_else(|| EngineError::not_found("upload"))?;
+                let room = pending.room().to_owned();
+                let appended = engine
+                    .finish_upload(pending, body, client_id.clone())
+                    .await?;
+                Ok(Some(ServerFrame::Ack {
+                    id,
+                    room,
+                    seq: appended.message.seq,
+                    client_id,
+                    duplicate: appended.duplicate,
+                }))
+            }
+            ClientFrame::UploadAbort { upload } => {
+                self.uploads.remove(&upload);
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::Download { file, offset } => {
+                let user = self.require_user()?;
+                let rec = engine.file_for(&user, &file).await?;
+                let chunk = engine.file_settings().map_or(0, |f| f.chunk_bytes);
+                if offset > rec.file.size {
+                    return Err(EngineError::invalid("offset past the end of the file"));
+                }
+                let bytes = engine.read_file(&rec, offset, chunk).await?;
+                let eof = offset + bytes.len() as u64 >= rec.file.size;
+                Ok(Some(ServerFrame::FileChunk {
+                    id,
+                    file: rec.file,
+                    offset,
+                    data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+                    eof,
+                }))
+            }
+            ClientFrame::ListFiles { room } => {
+                let user = self.require_user()?;
+                self.check_action(&room, &user, Action::Read).await?;
+                let files = inner
+                    .store
+                    .files(&room, 200)
+                    .await?
+                    .into_iter()
+                    .map(|f| FileInfo {
+                        file: f.file,
+                        uploader: f.uploader,
+                        created_at: f.created_at,
+                    })
+                    .collect();
+                Ok(Some(ServerFrame::Files { id, room, files }))
             }
             ClientFrame::Ask { room, bot, task } => {
                 let user = self.require_user()?;

@@ -17,15 +17,16 @@ use crate::broker::{Broker, LocalBroker, RoomEvent};
 use crate::connection::Connection;
 use crate::error::{BotError, BuildError, EngineError, ErrorCode};
 use crate::fanout::{Fanout, FanoutSettings};
+use crate::files::{FileSettings, FileVault, Upload};
 use crate::limits::{Admission, AdmissionPermit, Limits, RateLimiter};
 use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
 use crate::protocol::{
-    BotTask, ClientFrame, Codec, MessageKind, Presence, Role, RoomInfo, ServerFrame,
+    BotTask, ClientFrame, Codec, FileRef, MessageKind, Presence, Role, RoomInfo, ServerFrame,
 };
-use crate::room::{AnnouncementRoom, BotRoom, DirectRoom, PrivateRoom, PublicRoom, Room};
+use crate::room::{Action, AnnouncementRoom, BotRoom, DirectRoom, PrivateRoom, PublicRoom, Room};
 use crate::session::{Outbox, OutboxLimits, OutboxReceiver, Session, SessionId};
-use crate::store::{HistoryQuery, NewMessage, RoomRecord, Store, UserRecord};
+use crate::store::{FileRecord, HistoryQuery, NewMessage, RoomRecord, Store, UserRecord};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -43,6 +44,7 @@ pub struct EngineBuilder {
     kinds: Vec<Arc<dyn Room>>,
     limits: Limits,
     server_name: String,
+    files: Option<FileSettings>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -76,6 +78,7 @@ impl Default for EngineBuilder {
             ],
             limits: Limits::default(),
             server_name: concat!("chat-core/", env!("CARGO_PKG_VERSION")).to_owned(),
+            files: None,
         }
     }
 }
@@ -120,6 +123,12 @@ impl EngineBuilder {
     /// The limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Enables file sharing, with files kept in `settings.dir`.
+    pub fn files(mut self, settings: FileSettings) -> Self {
+        self.files = Some(settings);
         self
     }
 
@@ -171,7 +180,12 @@ impl EngineBuilder {
         );
         broker.attach(fanout.clone());
         let (shutdown, _) = watch::channel(false);
+        let vault = match self.files {
+            Some(f) => Some(Arc::new(FileVault::open(f).map_err(BuildError::Files)?)),
+            None => None,
+        };
         let inner = Inner {
+            vault,
             codec: Codec::new(limits.max_frame_bytes),
             hasher: Hasher::new(&limits)?,
             rate: RateLimiter::new(&limits),
@@ -204,6 +218,7 @@ impl EngineBuilder {
 const ROOM_CACHE_MAX: usize = 100_000;
 
 pub(crate) struct Inner {
+    pub(crate) vault: Option<Arc<FileVault>>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) fanout: Arc<Fanout>,
@@ -566,6 +581,153 @@ impl Engine {
         }
     }
 
+    /// Looks a room up with the caller's role, refusing with `not_found`
+    /// when the caller may not even see it, and with `forbidden` when it
+    /// may see it but not do `action`.
+    pub(crate) async fn check(
+        &self,
+        room: &str,
+        user: &str,
+        action: Action,
+    ) -> Result<Checked, EngineError> {
+        let rec = self
+            .room(room)
+            .await?
+            .ok_or_else(|| EngineError::not_found("room"))?;
+        let policy = self.kind(&rec.kind)?;
+        let role = self.inner.store.member_role(room, user).await?;
+        if !policy.permits(Action::See, role) {
+            return Err(EngineError::not_found("room"));
+        }
+        if !policy.permits(action, role) {
+            return Err(EngineError::forbidden());
+        }
+        Ok(Checked { rec, policy, role })
+    }
+
+    fn vault(&self) -> Result<&Arc<FileVault>, EngineError> {
+        self.inner
+            .vault
+            .as_ref()
+            .ok_or_else(|| EngineError::invalid("file sharing is not enabled on this server"))
+    }
+
+    /// The file settings, when file sharing is enabled.
+    pub fn file_settings(&self) -> Option<&FileSettings> {
+        self.inner.vault.as_deref().map(FileVault::settings)
+    }
+
+    /// Starts an upload of `size` bytes named `name` by `user` to `room`,
+    /// after the room's access rules, the size limit, the type (by name)
+    /// and the user's quota. Write the bytes with [`PendingUpload::write`],
+    /// then call [`finish_upload`](Self::finish_upload).
+    pub async fn begin_upload(
+        &self,
+        user: &str,
+        room: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<PendingUpload, EngineError> {
+        let vault = self.vault()?.clone();
+        self.check(room, user, Action::Post).await?;
+        if !self.inner.rate.check(user) {
+            self.inner.metrics.rate_limited.inc();
+            return Err(EngineError::new(ErrorCode::RateLimited, "slow down"));
+        }
+        let used = self.inner.store.bytes_uploaded_by(user).await?;
+        if used.saturating_add(size) > vault.settings().user_quota_bytes {
+            return Err(EngineError::new(
+                ErrorCode::Forbidden,
+                "this upload would exceed your storage quota",
+            ));
+        }
+        let upload = vault.begin(name, size).await?;
+        Ok(PendingUpload {
+            upload,
+            room: room.to_owned(),
+            user: user.to_owned(),
+        })
+    }
+
+    /// Completes an upload: the file is stored and shared in its room as a
+    /// message with `body` as text. Returns the message's append result.
+    pub async fn finish_upload(
+        &self,
+        pending: PendingUpload,
+        body: String,
+        client_id: Option<String>,
+    ) -> Result<crate::store::Appended, EngineError> {
+        if body.len() > self.inner.limits.max_message_bytes {
+            return Err(EngineError::new(
+                ErrorCode::MessageTooLarge,
+                "caption too long",
+            ));
+        }
+        let PendingUpload { upload, room, user } = pending;
+        let stored = upload.finish().await?;
+        let (_, id) = crate::auth::new_token();
+        let file = FileRef {
+            // 128 random bits, hex: unguessable and path-free.
+            id: id[..32].to_owned(),
+            name: stored.name,
+            size: stored.size,
+            mime: stored.mime,
+        };
+        self.inner
+            .store
+            .put_file(FileRecord {
+                file: file.clone(),
+                room: room.clone(),
+                uploader: user.clone(),
+                sha256: stored.sha256,
+                created_at: now_ms(),
+            })
+            .await?;
+        self.append_and_publish(NewMessage {
+            room,
+            sender: user,
+            body,
+            kind: MessageKind::User,
+            client_id,
+            ts: now_ms(),
+            file: Some(file),
+        })
+        .await
+    }
+
+    /// A file's record, if `user` may read the room it was shared in;
+    /// `not_found` otherwise (guessing an id reveals nothing).
+    pub async fn file_for(&self, user: &str, id: &str) -> Result<FileRecord, EngineError> {
+        self.vault()?;
+        let rec = self
+            .inner
+            .store
+            .file(id)
+            .await?
+            .ok_or_else(|| EngineError::not_found("file"))?;
+        match self.check(&rec.room, user, Action::Read).await {
+            Ok(_) => Ok(rec),
+            Err(_) => Err(EngineError::not_found("file")),
+        }
+    }
+
+    /// Where a file's content lives on disk (for streaming downloads).
+    pub fn file_path(&self, rec: &FileRecord) -> Result<std::path::PathBuf, EngineError> {
+        self.vault()?
+            .blob_path(&rec.sha256)
+            .ok_or_else(|| EngineError::not_found("file"))
+    }
+
+    /// Reads up to `len` bytes of a file from `offset`.
+    pub async fn read_file(
+        &self,
+        rec: &FileRecord,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, EngineError> {
+        self.vault()?.read(&rec.sha256, offset, len).await
+    }
+
     /// Whether `name` is a registered bot.
     pub(crate) fn is_bot(&self, name: &str) -> bool {
         self.inner.bots.contains_key(name)
@@ -882,6 +1044,7 @@ impl Engine {
                     kind: MessageKind::Bot,
                     client_id: None,
                     ts: now_ms(),
+                    file: None,
                 };
                 let seq = match self.append_and_publish(msg).await {
                     Ok(a) => Some(a.message.seq),
@@ -911,6 +1074,41 @@ impl Engine {
         if session.deliver(bytes).is_err() && !session.is_closed() {
             session.close(ErrorCode::Lagged);
         }
+    }
+}
+
+/// A room record with its policy and the caller's role, after an access
+/// check.
+pub(crate) struct Checked {
+    pub(crate) rec: RoomRecord,
+    pub(crate) policy: Arc<dyn Room>,
+    pub(crate) role: Option<Role>,
+}
+
+/// An upload accepted by [`Engine::begin_upload`]; dropping it deletes
+/// what was written.
+#[derive(Debug)]
+pub struct PendingUpload {
+    upload: Upload,
+    room: String,
+    user: String,
+}
+
+impl PendingUpload {
+    /// Appends bytes; more than the declared size, or content whose type
+    /// does not match, is refused (drop the upload then).
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), EngineError> {
+        self.upload.write(data).await
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.upload.received()
+    }
+
+    /// The room it goes to.
+    pub fn room(&self) -> &str {
+        &self.room
     }
 }
 

@@ -126,6 +126,9 @@ pub enum StoreError {
     /// The store is closed or shutting down.
     #[error("store is closed")]
     Closed,
+    /// The store does not support this kind of record.
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
     /// The backend failed (I/O error, disk full, connection lost, ...).
     #[error("store backend failed: {0}")]
     Backend(#[source] BoxError),
@@ -177,6 +180,9 @@ pub enum BuildError {
         /// The name.
         name: String,
     },
+    /// The file vault folder cannot be used.
+    #[error("file vault: {0}")]
+    Files(#[source] std::io::Error),
     /// A setting is out of its range.
     #[error("invalid setting {name}: {reason}")]
     InvalidSetting {
@@ -238,6 +244,10 @@ impl From<StoreError> for EngineError {
                 EngineError::new(ErrorCode::AlreadyExists, "already exists")
             }
             StoreError::NotFound => EngineError::new(ErrorCode::NotFound, "not found"),
+            StoreError::Unsupported(what) => EngineError::new(
+                ErrorCode::Invalid,
+                format!("this server's store does not support {what}"),
+            ),
             other => {
                 tracing::error!(error = %other, "store failed");
                 EngineError {

@@ -71,6 +71,7 @@ pub mod connection;
 pub mod engine;
 pub mod error;
 mod fanout;
+pub mod files;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
@@ -83,16 +84,19 @@ pub mod store;
 pub use bot::{Bot, BotRequest, BotStream};
 pub use broker::{Broker, EventSink, LocalBroker, RoomEvent};
 pub use connection::Connection;
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{Engine, EngineBuilder, PendingUpload};
 pub use error::{BotError, BoxError, BrokerError, BuildError, EngineError, ErrorCode, StoreError};
+pub use files::FileSettings;
 pub use limits::{AdmissionPermit, Limits};
 pub use memory::MemoryStore;
 pub use metrics::Metrics;
 pub use offline::{OfflineBot, OfflineSettings};
 pub use protocol::{
-    BotTask, ClientFrame, Codec, Cursor, DecodeError, MemberChange, MemberInfo, Message,
-    MessageKind, Presence, Request, Role, RoomInfo, ServerFrame,
+    BotTask, ClientFrame, Codec, Cursor, DecodeError, FileInfo, FileRef, MemberChange, MemberInfo,
+    Message, MessageKind, Presence, Request, Role, RoomInfo, ServerFrame,
 };
 pub use room::{Action, Room};
 pub use session::{Outbox, OutboxLimits, OutboxReceiver, Recv, Session, SessionId};
-pub use store::{Appended, HistoryQuery, NewMessage, RoomRecord, Store, TokenRecord, UserRecord};
+pub use store::{
+    Appended, FileRecord, HistoryQuery, NewMessage, RoomRecord, Store, TokenRecord, UserRecord,
+};

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::protocol::{Message, Role};
 use crate::store::{
-    Appended, HistoryQuery, NewMessage, RoomRecord, Store, TokenRecord, UserRecord,
+    Appended, FileRecord, HistoryQuery, NewMessage, RoomRecord, Store, TokenRecord, UserRecord,
 };
 
 /// A [`Store`] in memory. Nothing survives the process; "durable" here means
@@ -24,6 +24,7 @@ struct Inner {
     users: HashMap<String, UserRecord>,
     tokens: HashMap<String, TokenRecord>,
     rooms: BTreeMap<String, RoomData>,
+    files: Vec<FileRecord>,
 }
 
 #[derive(Debug)]
@@ -174,6 +175,7 @@ impl Store for MemoryStore {
             ts: m.ts,
             kind: m.kind,
             client_id: m.client_id,
+            file: m.file,
         };
         if let Some(cid) = &message.client_id {
             data.client_ids
@@ -211,6 +213,44 @@ impl Store for MemoryStore {
         let inner = self.lock();
         let data = inner.rooms.get(room).ok_or(StoreError::NotFound)?;
         Ok(data.messages.len() as u64)
+    }
+
+    async fn put_file(&self, file: FileRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner.rooms.contains_key(&file.room) {
+            return Err(StoreError::NotFound);
+        }
+        if inner.files.iter().any(|f| f.file.id == file.file.id) {
+            return Err(StoreError::AlreadyExists);
+        }
+        inner.files.push(file);
+        Ok(())
+    }
+
+    async fn file(&self, id: &str) -> Result<Option<FileRecord>, StoreError> {
+        Ok(self.lock().files.iter().find(|f| f.file.id == id).cloned())
+    }
+
+    async fn files(&self, room: &str, limit: u32) -> Result<Vec<FileRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .files
+            .iter()
+            .rev()
+            .filter(|f| f.room == room)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn bytes_uploaded_by(&self, user: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .files
+            .iter()
+            .filter(|f| f.uploader == user)
+            .map(|f| f.file.size)
+            .sum())
     }
 
     async fn seq_at(&self, room: &str, ts: u64) -> Result<u64, StoreError> {

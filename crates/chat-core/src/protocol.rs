@@ -41,6 +41,19 @@ pub enum MessageKind {
     System,
 }
 
+/// A shared file, as referenced by the message that shared it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Opaque, unguessable file id.
+    pub id: String,
+    /// Sanitised file name (never a path).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Media type, from the file's content.
+    pub mime: String,
+}
+
 /// A stored chat message, as delivered to clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -60,6 +73,20 @@ pub struct Message {
     /// The client's idempotency key, when the client sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The file this message shares, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileRef>,
+}
+
+/// A file as listed by `list_files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// The file.
+    pub file: FileRef,
+    /// Who shared it.
+    pub uploader: String,
+    /// When, milliseconds since the Unix epoch.
+    pub created_at: u64,
 }
 
 /// A room as listed to a client.
@@ -300,6 +327,52 @@ pub enum ClientFrame {
         #[serde(flatten)]
         task: BotTask,
     },
+    /// Starts a chunked file upload to a room; answered by `upload_ready`.
+    UploadStart {
+        /// Room name.
+        room: String,
+        /// File name (sanitised by the server).
+        name: String,
+        /// Size in bytes; the upload must deliver exactly this much.
+        size: u64,
+    },
+    /// One chunk of an upload, base64 (standard alphabet, padded).
+    UploadChunk {
+        /// Upload handle from `upload_ready`.
+        upload: u64,
+        /// The bytes, base64.
+        data: String,
+    },
+    /// Completes an upload: the file is stored and shared in the room as a
+    /// message (answered by `ack`).
+    UploadFinish {
+        /// Upload handle.
+        upload: u64,
+        /// Optional text of the message that shares the file.
+        #[serde(default)]
+        body: String,
+        /// Idempotency key of that message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    /// Abandons an upload; nothing is kept.
+    UploadAbort {
+        /// Upload handle.
+        upload: u64,
+    },
+    /// Reads a piece of a file; answered by `file_chunk`.
+    Download {
+        /// File id.
+        file: String,
+        /// Byte offset to read from.
+        #[serde(default)]
+        offset: u64,
+    },
+    /// Lists a room's files; answered by `files`.
+    ListFiles {
+        /// Room name.
+        room: String,
+    },
     /// Liveness check; answered by `pong`.
     Ping,
 }
@@ -473,6 +546,40 @@ pub enum ServerFrame {
         room: String,
         /// Suggested texts.
         replies: Vec<String>,
+    },
+    /// An upload may proceed: send chunks of at most `chunk_bytes`.
+    UploadReady {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Handle for the chunks.
+        upload: u64,
+        /// Largest chunk, in bytes before base64.
+        chunk_bytes: usize,
+    },
+    /// A piece of a file.
+    FileChunk {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// File.
+        file: FileRef,
+        /// Offset of this piece.
+        offset: u64,
+        /// The bytes, base64.
+        data: String,
+        /// True when this piece ends the file.
+        eof: bool,
+    },
+    /// Reply to `list_files`: newest first.
+    Files {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Room name.
+        room: String,
+        /// The files.
+        files: Vec<FileInfo>,
     },
     /// Reply to `ping`.
     Pong {
@@ -726,6 +833,23 @@ mod tests {
             .prop_map(|status| ClientFrame::SetPresence { status }),
             (s(), proptest::option::of(s()), arb_task())
                 .prop_map(|(room, bot, task)| ClientFrame::Ask { room, bot, task }),
+            (s(), s(), any::<u64>()).prop_map(|(room, name, size)| ClientFrame::UploadStart {
+                room,
+                name,
+                size
+            }),
+            (any::<u64>(), s())
+                .prop_map(|(upload, data)| ClientFrame::UploadChunk { upload, data }),
+            (any::<u64>(), s(), proptest::option::of(s())).prop_map(|(upload, body, client_id)| {
+                ClientFrame::UploadFinish {
+                    upload,
+                    body,
+                    client_id,
+                }
+            }),
+            any::<u64>().prop_map(|upload| ClientFrame::UploadAbort { upload }),
+            (s(), any::<u64>()).prop_map(|(file, offset)| ClientFrame::Download { file, offset }),
+            s().prop_map(|room| ClientFrame::ListFiles { room }),
             Just(ClientFrame::Ping),
         ]
     }
@@ -747,6 +871,7 @@ mod tests {
                 ts,
                 kind: MessageKind::User,
                 client_id,
+                file: None,
             })
     }
 

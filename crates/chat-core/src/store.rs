@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 
 use crate::error::StoreError;
-use crate::protocol::{Message, MessageKind, Role};
+use crate::protocol::{FileRef, Message, MessageKind, Role};
 
 /// A user account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,24 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
+    /// The file the message shares, if any.
+    pub file: Option<FileRef>,
+}
+
+/// A shared file's metadata as stored (its bytes live in the engine's file
+/// vault, by content hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The file's reference (id, name, size, type).
+    pub file: FileRef,
+    /// Room it was shared in; access follows the room.
+    pub room: String,
+    /// Who uploaded it.
+    pub uploader: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
 }
 
 /// The result of an append.
@@ -176,6 +194,24 @@ pub trait Store: Send + Sync + 'static {
     /// The first `seq` whose timestamp is at or after `ts` (one past the
     /// newest when none is), for paging history by time.
     async fn seq_at(&self, room: &str, ts: u64) -> Result<u64, StoreError>;
+
+    /// Records a shared file's metadata. Stores without file support keep
+    /// the default, which refuses with [`StoreError::Unsupported`].
+    async fn put_file(&self, _file: FileRecord) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("files"))
+    }
+    /// A file's metadata by id.
+    async fn file(&self, _id: &str) -> Result<Option<FileRecord>, StoreError> {
+        Err(StoreError::Unsupported("files"))
+    }
+    /// A room's files, newest first, at most `limit`.
+    async fn files(&self, _room: &str, _limit: u32) -> Result<Vec<FileRecord>, StoreError> {
+        Err(StoreError::Unsupported("files"))
+    }
+    /// Total size of the files a user has uploaded (for quotas).
+    async fn bytes_uploaded_by(&self, _user: &str) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported("files"))
+    }
 
     /// Checks the store can serve requests (for health checks).
     async fn ping(&self) -> Result<(), StoreError> {

@@ -66,7 +66,9 @@ impl Store for Flaky {
     }
     async fn append(&self, m: NewMessage) -> Result<Appended, StoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::backend(std::io::Error::other("No space left on device")));
+            return Err(StoreError::backend(std::io::Error::other(
+                "No space left on device",
+            )));
         }
         self.inner.append(m).await
     }
@@ -100,10 +102,14 @@ async fn a_failing_store_never_acks_and_never_broadcasts() {
     let r = alice.send("r", "lost to a full disk").await;
     assert_eq!(error_code(&r), Some(ErrorCode::StoreFailed), "{r:?}");
     // The error does not leak backend details to the client.
-    let ServerFrame::Error { message, .. } = &r else { panic!() };
+    let ServerFrame::Error { message, .. } = &r else {
+        panic!()
+    };
     assert!(!message.contains("No space"), "{message}");
     store.failing.store(false, Ordering::SeqCst);
-    let ServerFrame::Ack { seq, .. } = alice.send("r", "after recovery").await else { panic!() };
+    let ServerFrame::Ack { seq, .. } = alice.send("r", "after recovery").await else {
+        panic!()
+    };
     assert_eq!(seq, 2, "the failed message took no seq");
 
     // Bob saw exactly the stored messages, gap-free.
@@ -111,6 +117,9 @@ async fn a_failing_store_never_acks_and_never_broadcasts() {
         .into_iter()
         .map(|m| (m.seq, m.body))
         .collect();
-    assert_eq!(got, [(1, "stored".to_owned()), (2, "after recovery".to_owned())]);
+    assert_eq!(
+        got,
+        [(1, "stored".to_owned()), (2, "after recovery".to_owned())]
+    );
     assert_eq!(e.metrics().store_errors.get(), 1);
 }

@@ -180,6 +180,7 @@ mod tests {
                 MessageKind::User
             },
             client_id: None,
+            file: None,
         }
     }
 

@@ -29,6 +29,7 @@
 //!         kind: MessageKind::User,
 //!         client_id: Some("c-1".into()),
 //!         ts: 1_700_000_000_000,
+//!         file: None,
 //!     })
 //!     .await?;
 //! // The append returned: it is committed and on disk.

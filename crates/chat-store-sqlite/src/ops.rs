@@ -117,6 +117,32 @@ impl Ops {
         Ok(())
     }
 
+    pub(crate) fn put_file(&mut self, f: chat_core::FileRecord) -> Result<(), StoreError> {
+        let slot = self.room(&f.room)?.ok_or(StoreError::NotFound)?;
+        let size = to_i64("size", f.file.size).db()?;
+        let created_at = to_i64("created_at", f.created_at).db()?;
+        let res = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO files (id, room_id, uploader, name, size, mime_type, sha256, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    f.file.id, slot.id, f.uploader, f.file.name, size, f.file.mime, f.sha256, created_at
+                ])
+            });
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::AlreadyExists)
+            }
+            Err(e) => Err(Error::Sqlite(e).into()),
+        }
+    }
+
     pub(crate) fn delete_token(&mut self, token_hash: &str) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("DELETE FROM tokens WHERE token_hash = ?1")
@@ -202,11 +228,15 @@ impl Ops {
         }
         let ts = to_i64("ts", m.ts).db()?;
         let seq = slot.last_seq + 1;
+        let file_json = match &m.file {
+            Some(f) => Some(serde_json::to_string(f).map_err(StoreError::backend)?),
+            None => None,
+        };
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT INTO messages (room_id, seq, ts, sender, kind, body, client_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO messages (room_id, seq, ts, sender, kind, body, client_id, file)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -216,7 +246,8 @@ impl Ops {
                     m.sender,
                     kind_str(m.kind),
                     m.body,
-                    m.client_id
+                    m.client_id,
+                    file_json
                 ])
             });
         if let Err(e) = inserted {
@@ -237,6 +268,7 @@ impl Ops {
                 ts: m.ts,
                 kind: m.kind,
                 client_id: m.client_id,
+                file: m.file,
             },
             duplicate: false,
         })
@@ -252,7 +284,7 @@ impl Ops {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT seq, ts, sender, kind, body, client_id
+                "SELECT seq, ts, sender, kind, body, client_id, file
                  FROM messages WHERE room_id = ?1 AND sender = ?2 AND client_id = ?3",
             )
             .db()?;

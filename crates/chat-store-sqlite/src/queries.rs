@@ -167,10 +167,10 @@ pub(crate) fn history(
     // With `after`, read forward from it; otherwise backward from `before`.
     let forward = q.after.is_some();
     let sql = if forward {
-        "SELECT seq, ts, sender, kind, body, client_id FROM messages
+        "SELECT seq, ts, sender, kind, body, client_id, file FROM messages
          WHERE room_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT ?4"
     } else {
-        "SELECT seq, ts, sender, kind, body, client_id FROM messages
+        "SELECT seq, ts, sender, kind, body, client_id, file FROM messages
          WHERE room_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
     };
     let mut st = conn.prepare_cached(sql).db()?;
@@ -217,4 +217,59 @@ pub(crate) fn seq_at(conn: &Connection, room: &str, ts: u64) -> Result<u64, Stor
         Some(seq) => to_u64("messages.seq", seq).db(),
         None => Ok(max_seq(conn, id)? + 1),
     }
+}
+
+/// A file by id, with its room's name.
+pub(crate) fn file(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<chat_core::FileRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT f.id, f.name, f.size, f.mime_type, f.uploader, f.sha256, f.created_at, r.name
+         FROM files f JOIN rooms r ON r.id = f.room_id WHERE f.id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([id], |r| {
+            let room: String = r.get(7)?;
+            Ok(crate::rows::file(room, r))
+        })
+        .optional()
+    })
+    .db()?
+    .transpose()
+    .db()
+}
+
+/// A room's files, newest first.
+pub(crate) fn files(
+    conn: &Connection,
+    room: &str,
+    limit: u32,
+) -> Result<Vec<chat_core::FileRecord>, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT f.id, f.name, f.size, f.mime_type, f.uploader, f.sha256, f.created_at
+             FROM files f JOIN rooms r ON r.id = f.room_id
+             WHERE r.name = ?1 ORDER BY f.created_at DESC, f.rowid DESC LIMIT ?2",
+        )
+        .db()?;
+    let rows = st
+        .query_map(params![room, limit], |r| {
+            Ok(crate::rows::file(room.to_owned(), r))
+        })
+        .db()?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.db()?.db()?);
+    }
+    Ok(out)
+}
+
+/// Total bytes a user uploaded.
+pub(crate) fn bytes_uploaded_by(conn: &Connection, user: &str) -> Result<u64, StoreError> {
+    let total: i64 = conn
+        .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM files WHERE uploader = ?1")
+        .and_then(|mut st| st.query_row([user], |r| r.get(0)))
+        .db()?;
+    crate::rows::to_u64("files.size", total).db()
 }

@@ -89,7 +89,7 @@ pub(crate) fn to_u64(column: &'static str, value: i64) -> Result<u64, Error> {
     })
 }
 
-/// A message row selected as `seq, ts, sender, kind, body, client_id`.
+/// A message row selected as `seq, ts, sender, kind, body, client_id, file`.
 pub(crate) fn message(room: &str, row: &Row<'_>) -> Result<Message, Error> {
     let kind = parse_kind(row.get_ref(3)?.as_str()?)?;
     Ok(Message {
@@ -100,5 +100,34 @@ pub(crate) fn message(room: &str, row: &Row<'_>) -> Result<Message, Error> {
         kind,
         body: row.get(4)?,
         client_id: row.get(5)?,
+        file: parse_file(row.get::<_, Option<String>>(6)?)?,
+    })
+}
+
+/// A message's file reference, stored as JSON.
+pub(crate) fn parse_file(json: Option<String>) -> Result<Option<chat_core::FileRef>, Error> {
+    json.map(|j| {
+        serde_json::from_str(&j).map_err(|_| Error::CorruptRow {
+            column: "messages.file",
+            value: j,
+        })
+    })
+    .transpose()
+}
+
+/// A file row selected as `id, name, size, mime_type, uploader, sha256,
+/// created_at` (plus the room's name, given).
+pub(crate) fn file(room: String, row: &Row<'_>) -> Result<chat_core::FileRecord, Error> {
+    Ok(chat_core::FileRecord {
+        file: chat_core::FileRef {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            size: to_u64("files.size", row.get(2)?)?,
+            mime: row.get(3)?,
+        },
+        room,
+        uploader: row.get(4)?,
+        sha256: row.get(5)?,
+        created_at: to_u64("files.created_at", row.get(6)?)?,
     })
 }

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::{Error, SqliteSettings};
 
 /// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Version 1: accounts, tokens, rooms, memberships and messages.
 ///
@@ -89,8 +89,15 @@ CREATE TABLE files (
 CREATE INDEX files_room ON files (room_id, created_at);
 ";
 
+/// Version 3: a message may share a file (its reference, as JSON; the
+/// file's own row is in `files`).
+const V3: &str = "
+ALTER TABLE messages ADD COLUMN file TEXT;
+CREATE INDEX files_uploader ON files (uploader);
+";
+
 /// `MIGRATIONS[i]` brings a file from version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
 
 /// The file's schema version.
 pub(crate) fn user_version(conn: &Connection) -> Result<u32, Error> {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::{
-    Appended, HistoryQuery, Message, NewMessage, Role, RoomRecord, Store, StoreError, TokenRecord,
-    UserRecord,
+    Appended, FileRecord, HistoryQuery, Message, NewMessage, Role, RoomRecord, Store, StoreError,
+    TokenRecord, UserRecord,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -224,6 +224,31 @@ impl Store for SqliteStore {
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
         self.write(|tx| Command::Append(message, tx)).await
+    }
+
+    async fn put_file(&self, file: FileRecord) -> Result<(), StoreError> {
+        self.write(|tx| Command::PutFile(file, tx)).await
+    }
+
+    async fn file(&self, id: &str) -> Result<Option<FileRecord>, StoreError> {
+        let id = id.to_owned();
+        self.inner.readers.run(move |c| queries::file(c, &id)).await
+    }
+
+    async fn files(&self, room: &str, limit: u32) -> Result<Vec<FileRecord>, StoreError> {
+        let room = room.to_owned();
+        self.inner
+            .readers
+            .run(move |c| queries::files(c, &room, limit))
+            .await
+    }
+
+    async fn bytes_uploaded_by(&self, user: &str) -> Result<u64, StoreError> {
+        let user = user.to_owned();
+        self.inner
+            .readers
+            .run(move |c| queries::bytes_uploaded_by(c, &user))
+            .await
     }
 
     async fn history(&self, room: &str, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {

@@ -36,6 +36,7 @@ pub(crate) enum Command {
     CreateRoom(RoomRecord, Vec<(String, Role)>, Reply<()>),
     SetMember(String, String, Role, Reply<()>),
     RemoveMember(String, String, Reply<bool>),
+    PutFile(chat_core::FileRecord, Reply<()>),
     /// Answered once everything queued before it is committed.
     Flush(Reply<()>),
     /// Stop taking requests, finish the queued ones, close the connection,
@@ -293,6 +294,7 @@ impl Writer {
             Command::Append(_, tx) => drop(tx.send(Err(err()))),
             Command::RemoveMember(_, _, tx) => drop(tx.send(Err(err()))),
             Command::CreateUser(_, tx)
+            | Command::PutFile(_, tx)
             | Command::PutToken(_, tx)
             | Command::DeleteToken(_, tx)
             | Command::CreateRoom(_, _, tx)
@@ -314,6 +316,7 @@ impl Writer {
             Command::Append(m, tx) => Done::Appended(tx, self.step(|ops| ops.append(m))),
             Command::CreateUser(u, tx) => Done::Unit(tx, self.step(|ops| ops.create_user(u))),
             Command::PutToken(t, tx) => Done::Unit(tx, self.step(|ops| ops.put_token(t))),
+            Command::PutFile(f, tx) => Done::Unit(tx, self.step(|ops| ops.put_file(f))),
             Command::DeleteToken(h, tx) => Done::Unit(tx, self.step(|ops| ops.delete_token(&h))),
             Command::CreateRoom(room, members, tx) => {
                 Done::Unit(tx, self.step(|ops| ops.create_room(room, &members)))

@@ -171,6 +171,7 @@ mod tests {
             ts: 0,
             kind: MessageKind::User,
             client_id: None,
+            file: None,
         }
     }
 

@@ -16,6 +16,7 @@ fn msg(seq: u64, sender: &str, body: &str) -> Message {
             MessageKind::User
         },
         client_id: None,
+        file: None,
     }
 }
 

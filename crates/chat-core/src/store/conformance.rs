@@ -14,8 +14,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::StoreError;
-use crate::protocol::{MessageKind, Role};
-use crate::store::{HistoryQuery, NewMessage, RoomRecord, Store, TokenRecord, UserRecord};
+use crate::protocol::{FileRef, MessageKind, Role};
+use crate::store::{
+    FileRecord, HistoryQuery, NewMessage, RoomRecord, Store, TokenRecord, UserRecord,
+};
 
 /// Expands to one test per conformance check, each on a fresh store built by
 /// `$make` (an expression evaluating to a type implementing `Store`).
@@ -27,7 +29,8 @@ macro_rules! store_conformance_tests {
             membership_changes, rooms_are_listed_by_kind_and_membership,
             seq_is_gap_free_per_room, concurrent_appends_are_gap_free,
             client_id_makes_appends_idempotent, history_pages_forward_and_backward,
-            seq_at_finds_time, unknown_room_is_not_found);
+            seq_at_finds_time, unknown_room_is_not_found, files_round_trip,
+            messages_keep_their_file);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -58,6 +61,7 @@ fn msg(room: &str, sender: &str, body: &str, client_id: Option<&str>, ts: u64) -
         kind: MessageKind::User,
         client_id: client_id.map(str::to_owned),
         ts,
+        file: None,
     }
 }
 
@@ -307,4 +311,62 @@ pub async fn unknown_room_is_not_found(s: Arc<dyn Store>) {
         Err(StoreError::NotFound)
     ));
     assert_eq!(s.member_role("ghost", "a").await.unwrap(), None);
+}
+
+fn file(id: &str, room: &str, uploader: &str, size: u64, at: u64) -> FileRecord {
+    FileRecord {
+        file: FileRef {
+            id: id.to_owned(),
+            name: format!("{id}.png"),
+            size,
+            mime: "image/png".to_owned(),
+        },
+        room: room.to_owned(),
+        uploader: uploader.to_owned(),
+        sha256: "ab".repeat(32),
+        created_at: at,
+    }
+}
+
+/// File records are stored per room, listed newest first, and summed per
+/// uploader for quotas.
+pub async fn files_round_trip(s: Arc<dyn Store>) {
+    s.create_room(room("f", "public"), &[]).await.unwrap();
+    s.create_room(room("g", "public"), &[]).await.unwrap();
+    let a = file("aaaa", "f", "alice", 100, 1);
+    s.put_file(a.clone()).await.unwrap();
+    s.put_file(file("bbbb", "f", "bob", 50, 2)).await.unwrap();
+    s.put_file(file("cccc", "g", "alice", 7, 3)).await.unwrap();
+    assert_eq!(s.file("aaaa").await.unwrap(), Some(a));
+    assert_eq!(s.file("zzzz").await.unwrap(), None);
+    let ids: Vec<String> = s
+        .files("f", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.file.id)
+        .collect();
+    assert_eq!(ids, ["bbbb", "aaaa"]);
+    assert_eq!(s.files("f", 1).await.unwrap().len(), 1);
+    assert_eq!(s.bytes_uploaded_by("alice").await.unwrap(), 107);
+    assert_eq!(s.bytes_uploaded_by("nobody").await.unwrap(), 0);
+    assert!(matches!(
+        s.put_file(file("dddd", "ghost", "alice", 1, 4)).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// A message that shares a file keeps its reference through history.
+pub async fn messages_keep_their_file(s: Arc<dyn Store>) {
+    s.create_room(room("m", "public"), &[]).await.unwrap();
+    let f = file("ffff", "m", "alice", 10, 1);
+    s.put_file(f.clone()).await.unwrap();
+    let mut m = msg("m", "alice", "look", None, 5);
+    m.file = Some(f.file.clone());
+    let a = s.append(m).await.unwrap();
+    assert_eq!(a.message.file.as_ref(), Some(&f.file));
+    s.append(msg("m", "bob", "nice", None, 6)).await.unwrap();
+    let page = s.history("m", HistoryQuery::latest(10)).await.unwrap();
+    assert_eq!(page[0].file.as_ref(), Some(&f.file));
+    assert_eq!(page[1].file, None);
 }

@@ -168,6 +168,9 @@ pub fn frame_id(f: &ServerFrame) -> Option<u64> {
         | ServerFrame::History { id, .. }
         | ServerFrame::Subscribed { id, .. }
         | ServerFrame::Suggestions { id, .. }
+        | ServerFrame::UploadReady { id, .. }
+        | ServerFrame::FileChunk { id, .. }
+        | ServerFrame::Files { id, .. }
         | ServerFrame::Pong { id }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,

@@ -28,6 +28,7 @@ pub(crate) fn message(room: &str, sender: &str, i: u64) -> NewMessage {
         kind: MessageKind::User,
         client_id: None,
         ts: 1_700_000_000_000 + i,
+        file: None,
     }
 }
 

@@ -82,6 +82,22 @@ impl Store for TempStore {
     async fn seq_at(&self, room: &str, ts: u64) -> Result<u64, StoreError> {
         self.store.seq_at(room, ts).await
     }
+    async fn put_file(&self, file: chat_core::FileRecord) -> Result<(), StoreError> {
+        self.store.put_file(file).await
+    }
+    async fn file(&self, id: &str) -> Result<Option<chat_core::FileRecord>, StoreError> {
+        self.store.file(id).await
+    }
+    async fn files(
+        &self,
+        room: &str,
+        limit: u32,
+    ) -> Result<Vec<chat_core::FileRecord>, StoreError> {
+        self.store.files(room, limit).await
+    }
+    async fn bytes_uploaded_by(&self, user: &str) -> Result<u64, StoreError> {
+        self.store.bytes_uploaded_by(user).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
     }

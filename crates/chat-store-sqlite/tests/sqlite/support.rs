@@ -38,6 +38,7 @@ pub(crate) fn msg(room: &str, sender: &str, body: &str) -> NewMessage {
         body: body.to_owned(),
         kind: MessageKind::User,
         client_id: None,
+        file: None,
         ts: 1_000,
     }
 }
