@@ -71,7 +71,8 @@ struct Args {
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut addr = "127.0.0.1:7443".to_owned();
-    let (mut server_name, mut trust, mut user, mut password, mut signup) = (None, None, None, None, false);
+    let (mut server_name, mut trust, mut user, mut password, mut signup) =
+        (None, None, None, None, false);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         let mut set_trust = |t: Trust| match trust.replace(t) {
@@ -84,7 +85,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
             "--server-name" => server_name = Some(value("--server-name")?),
             "--ca" => set_trust(Trust::CaFile(value("--ca")?.into()))?,
             "--fingerprint" => {
-                let fp = value("--fingerprint")?.parse().map_err(|e| format!("{e}"))?;
+                let fp = value("--fingerprint")?
+                    .parse()
+                    .map_err(|e| format!("{e}"))?;
                 set_trust(Trust::Fingerprint(fp))?;
             }
             "--insecure" => set_trust(Trust::Insecure)?,
@@ -96,7 +99,14 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     }
     let trust = trust.ok_or("give one of --ca FILE, --fingerprint HEX or --insecure")?;
     let password = password.or_else(|| std::env::var("CHAT_PASSWORD").ok());
-    Ok(Some(Args { addr, server_name, trust, user, password, signup }))
+    Ok(Some(Args {
+        addr,
+        server_name,
+        trust,
+        user,
+        password,
+        signup,
+    }))
 }
 
 /// What a pending request was for, to act on its reply.
@@ -138,7 +148,10 @@ impl State {
     fn request(&mut self, pending: Pending, frame: ClientFrame) -> Request {
         let id = self.id();
         self.pending.insert(id, pending);
-        Request { id: Some(id), frame }
+        Request {
+            id: Some(id),
+            frame,
+        }
     }
 
     /// Prints a line, ending an open bot line first.
@@ -218,7 +231,10 @@ async fn main() {
     let initial = Duration::from_millis(500);
     let mut backoff = initial;
     loop {
-        match connector.connect(&args.addr, args.server_name.as_deref()).await {
+        match connector
+            .connect(&args.addr, args.server_name.as_deref())
+            .await
+        {
             Ok(client) => {
                 if matches!(args.trust, Trust::Insecure) {
                     if let Some(fp) = client.peer_fingerprint() {
@@ -264,7 +280,9 @@ async fn session(
     let login = |state: &mut State| {
         let (username, password) = (state.user.clone(), state.password.clone());
         let frame = match (&state.token, state.signup) {
-            (Some(token), _) => ClientFrame::Auth { token: token.clone() },
+            (Some(token), _) => ClientFrame::Auth {
+                token: token.clone(),
+            },
             (None, true) => ClientFrame::Signup { username, password },
             (None, false) => ClientFrame::Login { username, password },
         };
@@ -284,7 +302,9 @@ async fn session(
             Ok(None) | Err(_) => return Outcome::Disconnected,
         };
         match frame {
-            ServerFrame::Authed { id, user, token, .. } if id == login_id => {
+            ServerFrame::Authed {
+                id, user, token, ..
+            } if id == login_id => {
                 state.say(format!("* logged in as {user}"));
                 (state.token, state.signup) = (Some(token), false);
                 break;
@@ -362,7 +382,11 @@ fn on_line(state: &mut State, line: &str) -> Option<Option<Request>> {
             return Some(None);
         };
         let client_id = Some(format!("cli-{}-{}", std::process::id(), state.id()));
-        let frame = ClientFrame::Send { room, body: line.to_owned(), client_id };
+        let frame = ClientFrame::Send {
+            room,
+            body: line.to_owned(),
+            client_id,
+        };
         return Some(Some(state.request(Pending::Quiet, frame)));
     };
     let (name, rest) = cmd.split_once(' ').unwrap_or((cmd, ""));
@@ -378,44 +402,99 @@ fn on_line(state: &mut State, line: &str) -> Option<Option<Request>> {
         }
         ("join", [room], _) => {
             state.current = Some((*room).to_owned());
-            (Pending::Enter, ClientFrame::Join { room: (*room).to_owned() })
+            (
+                Pending::Enter,
+                ClientFrame::Join {
+                    room: (*room).to_owned(),
+                },
+            )
         }
         ("create", [room, flags @ ..], _) if flags.iter().all(|f| *f == "--private") => {
-            let kind = if flags.is_empty() { "public" } else { "private" };
+            let kind = if flags.is_empty() {
+                "public"
+            } else {
+                "private"
+            };
             state.current = Some((*room).to_owned());
-            let frame = ClientFrame::CreateRoom { room: (*room).to_owned(), kind: kind.into(), topic: String::new() };
+            let frame = ClientFrame::CreateRoom {
+                room: (*room).to_owned(),
+                kind: kind.into(),
+                topic: String::new(),
+            };
             (Pending::Enter, frame)
         }
-        ("leave", [room], _) => (Pending::Leave((*room).to_owned()), ClientFrame::Leave { room: (*room).to_owned() }),
+        ("leave", [room], _) => (
+            Pending::Leave((*room).to_owned()),
+            ClientFrame::Leave {
+                room: (*room).to_owned(),
+            },
+        ),
         ("leave", [], Some(room)) => (Pending::Leave(room.clone()), ClientFrame::Leave { room }),
         ("invite", [room, user], _) => (
             Pending::Invite((*room).to_owned(), (*user).to_owned()),
-            ClientFrame::Invite { room: (*room).to_owned(), user: (*user).to_owned() },
+            ClientFrame::Invite {
+                room: (*room).to_owned(),
+                user: (*user).to_owned(),
+            },
         ),
         ("dm", [user], _) => {
             let me = state.user.to_lowercase();
             state.current = Some(chat_core::room::direct_room_name(&me, &user.to_lowercase()));
-            (Pending::Enter, ClientFrame::OpenDirect { user: (*user).to_owned() })
+            (
+                Pending::Enter,
+                ClientFrame::OpenDirect {
+                    user: (*user).to_owned(),
+                },
+            )
         }
         ("rooms", [], _) => (Pending::Quiet, ClientFrame::ListRooms),
         ("history", [] | [_], Some(room)) => match number(20) {
-            Ok(n) => (Pending::Quiet, ClientFrame::History { room, before: None, after: None, limit: Some(n) }),
+            Ok(n) => (
+                Pending::Quiet,
+                ClientFrame::History {
+                    room,
+                    before: None,
+                    after: None,
+                    limit: Some(n),
+                },
+            ),
             Err(_) => return usage(state, "/history [N]"),
         },
         ("who", [], Some(room)) => (Pending::Quiet, ClientFrame::Members { room }),
         ("ask", [_, ..], Some(room)) => {
-            let task = BotTask::Answer { prompt: rest.to_owned() };
-            (Pending::Quiet, ClientFrame::Ask { room, bot: None, task })
+            let task = BotTask::Answer {
+                prompt: rest.to_owned(),
+            };
+            (
+                Pending::Quiet,
+                ClientFrame::Ask {
+                    room,
+                    bot: None,
+                    task,
+                },
+            )
         }
         ("summarize", [] | [_], Some(room)) => match number(50) {
-            Ok(count) => (Pending::Quiet, ClientFrame::Ask { room, bot: None, task: BotTask::Summarize { count } }),
+            Ok(count) => (
+                Pending::Quiet,
+                ClientFrame::Ask {
+                    room,
+                    bot: None,
+                    task: BotTask::Summarize { count },
+                },
+            ),
             Err(_) => return usage(state, "/summarize [N]"),
         },
         ("history" | "who" | "ask" | "summarize" | "leave", _, None) => {
             state.say("! no current room: /join ROOM first");
             return Some(None);
         }
-        ("join" | "create" | "leave" | "invite" | "dm" | "rooms" | "history" | "who" | "ask" | "summarize", _, _) => {
+        (
+            "join" | "create" | "leave" | "invite" | "dm" | "rooms" | "history" | "who" | "ask"
+            | "summarize",
+            _,
+            _,
+        ) => {
             return usage(state, "see /help");
         }
         _ => return usage(state, "unknown command; /help lists them"),
@@ -437,11 +516,19 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
             let name = room.name.clone();
             if let Some(Pending::Enter) = id.and_then(|i| state.pending.remove(&i)) {
                 state.current = Some(name.clone());
-                state.say(format!("* now in {name} ({}) {}", room.kind, room.topic));
+                let topic = if room.topic.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", room.topic)
+                };
+                state.say(format!("* now in {name} ({}){topic}", room.kind));
                 if !state.cursors.contains_key(&name) {
                     let from = room.last_seq.saturating_sub(BACKLOG_ON_JOIN);
                     state.cursors.insert(name.clone(), from);
-                    let rooms = vec![Cursor { room: name, last_seq: Some(from) }];
+                    let rooms = vec![Cursor {
+                        room: name,
+                        last_seq: Some(from),
+                    }];
                     out.push(state.request(Pending::Quiet, ClientFrame::Subscribe { rooms }));
                 }
             }
@@ -452,7 +539,8 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
         }
         ServerFrame::Message { message: m } => {
             state.saw(&m.room, m.seq);
-            let streamed = matches!(&state.open_stream, Some((_, r, b)) if *r == m.room && *b == m.sender);
+            let streamed =
+                matches!(&state.open_stream, Some((_, r, b)) if *r == m.room && *b == m.sender);
             if streamed {
                 state.open_stream = None;
                 println!(" (#{})", m.seq);
@@ -460,12 +548,23 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
                 state.say(format!("[{} #{}] {}: {}", m.room, m.seq, m.sender, m.body));
             }
         }
-        ServerFrame::Ack { id, room, seq, duplicate, .. } => {
+        ServerFrame::Ack {
+            id,
+            room,
+            seq,
+            duplicate,
+            ..
+        } => {
             id.and_then(|i| state.pending.remove(&i));
             let again = if duplicate { " (already stored)" } else { "" };
             state.say(format!("* ack {room} #{seq}{again}"));
         }
-        ServerFrame::BotDelta { room, bot, stream, delta } => {
+        ServerFrame::BotDelta {
+            room,
+            bot,
+            stream,
+            delta,
+        } => {
             let mut o = std::io::stdout().lock();
             if state.open_stream.as_ref().map(|s| s.0) != Some(stream) {
                 if state.open_stream.is_some() {
@@ -477,12 +576,19 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
             let _ = write!(o, "{delta}");
             let _ = o.flush();
         }
-        ServerFrame::BotDone { stream, fallback, .. } => {
-            if state.open_stream.as_ref().map(|s| s.0) == Some(stream) {
-                state.say(if fallback { " (bot failed)" } else { "" });
-            }
+        // A reply that was not stored (or a fallback): end its line here.
+        ServerFrame::BotDone {
+            stream, fallback, ..
+        } if state.open_stream.as_ref().map(|s| s.0) == Some(stream) => {
+            state.open_stream = None;
+            println!("{}", if fallback { " (bot failed)" } else { "" });
         }
-        ServerFrame::History { room, messages, has_more, .. } => {
+        ServerFrame::History {
+            room,
+            messages,
+            has_more,
+            ..
+        } => {
             if has_more {
                 state.say(format!("* {room}: older messages exist"));
             }
@@ -491,20 +597,40 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
             }
         }
         ServerFrame::Rooms { rooms, .. } => {
-            state.say(format!("* {} rooms:", rooms.len()));
+            state.say(format!("* rooms: {}", rooms.len()));
             for r in rooms {
-                let role = r.role.map_or(String::new(), |r| format!(" [{r:?}]").to_lowercase());
-                state.say(format!("  {} ({}, last #{}){role} {}", r.name, r.kind, r.last_seq, r.topic));
+                let role = r
+                    .role
+                    .map_or(String::new(), |r| format!(" [{r:?}]").to_lowercase());
+                let topic = if r.topic.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.topic)
+                };
+                state.say(format!(
+                    "  {} ({}, last #{}){role}{topic}",
+                    r.name, r.kind, r.last_seq
+                ));
             }
         }
         ServerFrame::Members { room, members, .. } => {
             let list: Vec<String> = members
                 .iter()
-                .map(|m| format!("{} ({:?}{})", m.user, m.role, if m.online { ", online" } else { "" }).to_lowercase())
+                .map(|m| {
+                    format!(
+                        "{} ({:?}{})",
+                        m.user,
+                        m.role,
+                        if m.online { ", online" } else { "" }
+                    )
+                    .to_lowercase()
+                })
                 .collect();
             state.say(format!("* in {room}: {}", list.join(", ")));
         }
-        ServerFrame::MemberEvent { room, user, change, .. } => {
+        ServerFrame::MemberEvent {
+            room, user, change, ..
+        } => {
             let what = match change {
                 MemberChange::Joined => "joined",
                 MemberChange::Invited => "was invited to",
@@ -525,14 +651,18 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
             Some(Pending::Invite(room, user)) => state.say(format!("* invited {user} to {room}")),
             _ => {}
         },
-        ServerFrame::Suggestions { replies, .. } => state.say(format!("* suggestions: {}", replies.join(" | "))),
+        ServerFrame::Suggestions { replies, .. } => {
+            state.say(format!("* suggestions: {}", replies.join(" | ")))
+        }
         ServerFrame::Error { id, code, message } => {
             if let Some(Pending::Enter) = id.and_then(|i| state.pending.remove(&i)) {
                 state.current = state.cursors.keys().next().cloned();
             }
             state.say(format!("! error {code}: {message}"));
         }
-        ServerFrame::Closing { reason, message } => state.say(format!("! server closing: {reason}: {message}")),
+        ServerFrame::Closing { reason, message } => {
+            state.say(format!("! server closing: {reason}: {message}"))
+        }
         // Pong, typing and presence notices are not shown.
         _ => {}
     }

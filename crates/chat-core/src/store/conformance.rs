@@ -3,7 +3,7 @@
 //!
 //! A store crate runs it with one line in a test module:
 //!
-//! ```ignore
+//! ```text
 //! chat_core::store_conformance_tests!(my_store::open_temporary());
 //! ```
 //!
