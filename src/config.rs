@@ -178,6 +178,10 @@ pub struct Config {
     pub max_sessions: usize,
     /// Message size limit.
     pub max_message_bytes: usize,
+    /// Largest shared file.
+    pub max_file_bytes: u64,
+    /// Upload quota per user.
+    pub file_quota_bytes: u64,
     /// Rate limit burst.
     pub rate_burst: u32,
     /// Rate limit per second.
@@ -383,6 +387,8 @@ fn build(get: impl Fn(&str) -> String) -> Result<Config, ConfigError> {
         openai_model: get("openai-model"),
         max_sessions: num(&get, "max-sessions")?,
         max_message_bytes: num(&get, "max-message-bytes")?,
+        max_file_bytes: num(&get, "max-file-bytes")?,
+        file_quota_bytes: num(&get, "file-quota-bytes")?,
         rate_burst: num(&get, "rate-burst")?,
         rate_per_second: num(&get, "rate-per-second")?,
         shutdown_grace: Duration::from_secs(num(&get, "shutdown-grace")?),

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use chat_core::{Engine, Limits, OfflineBot, OfflineSettings};
+use chat_core::{Engine, FileSettings, Limits, OfflineBot, OfflineSettings};
 use chat_store_sqlite::{SqliteSettings, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -90,6 +90,11 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
         .store(store)
         .limits(limits)
         .server_name(concat!("chat-server/", env!("CARGO_PKG_VERSION")))
+        .files(
+            FileSettings::new(config.data.join("files"))
+                .max_file_bytes(config.max_file_bytes)
+                .user_quota_bytes(config.file_quota_bytes),
+        )
         .bot(offline);
     if config.openai_api_key.is_some() || config.openai_base_url.is_some() {
         let mut s = chat_llm_openai::OpenAiSettings::default()

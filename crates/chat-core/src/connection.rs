@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use base64::Engine as _;
 use std::sync::Arc;
 
-use crate::engine::{now_ms, Checked, Engine, PendingUpload};
+use crate::engine::{now_ms, user_channel, Checked, Engine, PendingUpload};
 use crate::error::{EngineError, ErrorCode};
 use crate::limits::AdmissionPermit;
 use crate::protocol::{
@@ -179,6 +179,12 @@ impl Connection {
             self.engine.presence_delta(&user, true);
             self.engine.metrics().authenticated.inc();
         }
+        if !self.detached {
+            self.engine
+                .inner
+                .fanout
+                .subscribe_live(&user_channel(&user), self.session.clone());
+        }
         self.user = Some(Arc::from(user));
         self.token_hash = Some(token_hash);
     }
@@ -192,6 +198,10 @@ impl Connection {
                 .unsubscribe(&room, self.session.id());
         }
         if let Some(user) = self.user.take() {
+            self.engine
+                .inner
+                .fanout
+                .unsubscribe(&user_channel(&user), self.session.id());
             if !self.detached {
                 self.engine.presence_delta(&user, false);
                 self.engine.metrics().authenticated.dec();
@@ -415,10 +425,20 @@ impl Connection {
                     }
                 }
                 rooms.truncate(max as usize);
+                let read: HashMap<String, u64> = match inner.store.read_markers(&user).await {
+                    Ok(m) => m.into_iter().collect(),
+                    Err(crate::StoreError::Unsupported(_)) => HashMap::new(),
+                    Err(e) => return Err(e.into()),
+                };
                 let mut out: Vec<RoomInfo> = Vec::with_capacity(rooms.len());
                 for (r, role) in rooms {
                     let last = inner.store.last_seq(&r.name).await?;
-                    out.push(engine.room_info(&r, last, role));
+                    let mut info = engine.room_info(&r, last, role);
+                    if role.is_some() {
+                        info.last_read = read.get(&r.name).copied().unwrap_or(0).min(last);
+                        info.unread = last - info.last_read;
+                    }
+                    out.push(info);
                 }
                 out.sort_by(|a, b| a.name.cmp(&b.name));
                 Ok(Some(ServerFrame::Rooms { id, rooms: out }))
@@ -540,6 +560,9 @@ impl Connection {
                     duplicate: appended.duplicate,
                 });
                 if !appended.duplicate {
+                    if appended.message.body.contains('@') {
+                        engine.notify_mentions(&appended.message).await;
+                    }
                     for bot in engine
                         .bots_to_answer(&c.rec, &appended.message.body)
                         .await?
@@ -644,6 +667,16 @@ impl Connection {
                 if !self.detached {
                     engine.set_status(&user, status);
                 }
+                Ok(Some(ServerFrame::Ok { id }))
+            }
+            ClientFrame::MarkRead { room, seq } => {
+                let user = self.require_user()?;
+                self.check_action(&room, &user, Action::Read).await?;
+                let last = inner.store.last_seq(&room).await?;
+                inner
+                    .store
+                    .set_read_marker(&user, &room, seq.min(last))
+                    .await?;
                 Ok(Some(ServerFrame::Ok { id }))
             }
             ClientFrame::UploadStart { room, name, size } => {

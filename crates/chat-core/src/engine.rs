@@ -531,6 +531,42 @@ impl Engine {
             topic: rec.topic.clone(),
             last_seq,
             role,
+            last_read: 0,
+            unread: 0,
+        }
+    }
+
+    /// Sends a `mention` to every member named `@name` in a new message
+    /// (other than its author and bots), through each user's own channel,
+    /// so every session of theirs on every node hears it.
+    pub(crate) async fn notify_mentions(&self, message: &crate::Message) {
+        let mut named: Vec<&str> = Vec::new();
+        for (i, _) in message.body.match_indices('@') {
+            let rest = &message.body[i + 1..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c)))
+                .unwrap_or(rest.len());
+            let name = rest[..end].trim_end_matches(['.', '-']);
+            if !name.is_empty() && !named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                named.push(name);
+            }
+        }
+        for name in named.into_iter().take(MAX_MENTIONS) {
+            let name = name.to_ascii_lowercase();
+            if name == message.sender || self.is_bot(&name) {
+                continue;
+            }
+            match self.inner.store.member_role(&message.room, &name).await {
+                Ok(Some(_)) => {}
+                _ => continue,
+            }
+            let frame = ServerFrame::Mention {
+                room: message.room.clone(),
+                seq: message.seq,
+                from: message.sender.clone(),
+                excerpt: truncate_utf8(&message.body, 140).to_owned(),
+            };
+            self.publish_ephemeral(&user_channel(&name), &frame).await;
         }
     }
 
@@ -1110,6 +1146,15 @@ impl PendingUpload {
     pub fn room(&self) -> &str {
         &self.room
     }
+}
+
+/// Most users notified for one message.
+const MAX_MENTIONS: usize = 20;
+
+/// The channel carrying a user's own notifications. `~` cannot appear in a
+/// room name, so it never collides with a room.
+pub(crate) fn user_channel(user: &str) -> String {
+    format!("~{user}")
 }
 
 /// Whether `body` mentions `@name` as a whole word.

@@ -135,6 +135,41 @@ impl Fanout {
         Ok(())
     }
 
+    /// Registers `session` live on a channel that carries only ephemeral
+    /// events (a user's own channel for mentions): no store, no catch-up.
+    pub(crate) fn subscribe_live(&self, room: &str, session: Arc<dyn Session>) {
+        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        let entry = rooms
+            .entry(Arc::from(room))
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(RoomSubs {
+                    next_seq: 1,
+                    pending: BTreeMap::new(),
+                    gap_fill_scheduled: false,
+                    subs: HashMap::new(),
+                }))
+            })
+            .clone();
+        drop(rooms);
+        let mut subs = lock(&entry);
+        let id = session.id();
+        if subs
+            .subs
+            .insert(
+                id,
+                Sub {
+                    session,
+                    user: None,
+                    last_seq: 0,
+                    buffer: None,
+                },
+            )
+            .is_none()
+        {
+            self.metrics.subscriptions.inc();
+        }
+    }
+
     /// Ends catch-up: delivers the buffered events newer than `replayed`
     /// (the newest `seq` the replay sent) and goes live. Returns the newest
     /// `seq` delivered, or `None` if the subscriber lagged (or is gone).

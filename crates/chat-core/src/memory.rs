@@ -25,6 +25,7 @@ struct Inner {
     tokens: HashMap<String, TokenRecord>,
     rooms: BTreeMap<String, RoomData>,
     files: Vec<FileRecord>,
+    read: HashMap<(String, String), u64>,
 }
 
 #[derive(Debug)]
@@ -251,6 +252,31 @@ impl Store for MemoryStore {
             .filter(|f| f.uploader == user)
             .map(|f| f.file.size)
             .sum())
+    }
+
+    async fn set_read_marker(&self, user: &str, room: &str, seq: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner.rooms.contains_key(room) {
+            return Err(StoreError::NotFound);
+        }
+        let e = inner
+            .read
+            .entry((user.to_owned(), room.to_owned()))
+            .or_insert(0);
+        *e = (*e).max(seq);
+        Ok(())
+    }
+
+    async fn read_markers(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut v: Vec<(String, u64)> = self
+            .lock()
+            .read
+            .iter()
+            .filter(|((u, _), _)| u == user)
+            .map(|((_, r), s)| (r.clone(), *s))
+            .collect();
+        v.sort();
+        Ok(v)
     }
 
     async fn seq_at(&self, room: &str, ts: u64) -> Result<u64, StoreError> {

@@ -106,6 +106,12 @@ pub struct RoomInfo {
     /// The caller's role, if a member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// The newest `seq` the caller marked read (`mark_read`).
+    #[serde(default)]
+    pub last_read: u64,
+    /// Messages after `last_read` (for members).
+    #[serde(default)]
+    pub unread: u64,
 }
 
 /// A room member as listed by `members`.
@@ -373,6 +379,13 @@ pub enum ClientFrame {
         /// Room name.
         room: String,
     },
+    /// Marks a room read up to `seq` (for unread counts on every device).
+    MarkRead {
+        /// Room name.
+        room: String,
+        /// Newest `seq` read.
+        seq: u64,
+    },
     /// Liveness check; answered by `pong`.
     Ping,
 }
@@ -580,6 +593,18 @@ pub enum ServerFrame {
         room: String,
         /// The files.
         files: Vec<FileInfo>,
+    },
+    /// The receiver was mentioned (`@name`) in a room, whether or not it is
+    /// subscribed to it.
+    Mention {
+        /// Room name.
+        room: String,
+        /// The message's `seq`.
+        seq: u64,
+        /// Who wrote it.
+        from: String,
+        /// The start of the message.
+        excerpt: String,
     },
     /// Reply to `ping`.
     Pong {
@@ -850,6 +875,7 @@ mod tests {
             any::<u64>().prop_map(|upload| ClientFrame::UploadAbort { upload }),
             (s(), any::<u64>()).prop_map(|(file, offset)| ClientFrame::Download { file, offset }),
             s().prop_map(|room| ClientFrame::ListFiles { room }),
+            (s(), any::<u64>()).prop_map(|(room, seq)| ClientFrame::MarkRead { room, seq }),
             Just(ClientFrame::Ping),
         ]
     }

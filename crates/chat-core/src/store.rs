@@ -213,6 +213,15 @@ pub trait Store: Send + Sync + 'static {
         Err(StoreError::Unsupported("files"))
     }
 
+    /// Records that `user` has read `room` up to `seq` (never moving back).
+    async fn set_read_marker(&self, _user: &str, _room: &str, _seq: u64) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("read markers"))
+    }
+    /// Every read marker of a user: (room, seq).
+    async fn read_markers(&self, _user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Err(StoreError::Unsupported("read markers"))
+    }
+
     /// Checks the store can serve requests (for health checks).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -143,6 +143,24 @@ impl Ops {
         }
     }
 
+    pub(crate) fn set_read_marker(
+        &mut self,
+        user: &str,
+        room: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let slot = self.room(room)?.ok_or(StoreError::NotFound)?;
+        let seq = to_i64("seq", seq).db()?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO read_markers (user, room_id, seq) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user, room_id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            )
+            .and_then(|mut st| st.execute(params![user, slot.id, seq]))
+            .db()?;
+        Ok(())
+    }
+
     pub(crate) fn delete_token(&mut self, token_hash: &str) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("DELETE FROM tokens WHERE token_hash = ?1")

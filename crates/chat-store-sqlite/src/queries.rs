@@ -273,3 +273,27 @@ pub(crate) fn bytes_uploaded_by(conn: &Connection, user: &str) -> Result<u64, St
         .db()?;
     crate::rows::to_u64("files.size", total).db()
 }
+
+/// A user's read markers: (room, seq).
+pub(crate) fn read_markers(
+    conn: &Connection,
+    user: &str,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT r.name, m.seq FROM read_markers m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user = ?1 ORDER BY r.name",
+        )
+        .db()?;
+    let rows = st
+        .query_map([user], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .db()?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (room, seq) = row.db()?;
+        out.push((room, crate::rows::to_u64("read_markers.seq", seq).db()?));
+    }
+    Ok(out)
+}

@@ -90,10 +90,16 @@ CREATE INDEX files_room ON files (room_id, created_at);
 ";
 
 /// Version 3: a message may share a file (its reference, as JSON; the
-/// file's own row is in `files`).
+/// file's own row is in `files`), and read markers for unread counts.
 const V3: &str = "
 ALTER TABLE messages ADD COLUMN file TEXT;
 CREATE INDEX files_uploader ON files (uploader);
+CREATE TABLE read_markers (
+    user    TEXT NOT NULL,
+    room_id INTEGER NOT NULL REFERENCES rooms (id),
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (user, room_id)
+) WITHOUT ROWID;
 ";
 
 /// `MIGRATIONS[i]` brings a file from version `i` to `i + 1`.

@@ -226,6 +226,20 @@ impl Store for SqliteStore {
         self.write(|tx| Command::Append(message, tx)).await
     }
 
+    async fn set_read_marker(&self, user: &str, room: &str, seq: u64) -> Result<(), StoreError> {
+        let (user, room) = (user.to_owned(), room.to_owned());
+        self.write(|tx| Command::SetReadMarker(user, room, seq, tx))
+            .await
+    }
+
+    async fn read_markers(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let user = user.to_owned();
+        self.inner
+            .readers
+            .run(move |c| queries::read_markers(c, &user))
+            .await
+    }
+
     async fn put_file(&self, file: FileRecord) -> Result<(), StoreError> {
         self.write(|tx| Command::PutFile(file, tx)).await
     }

@@ -37,6 +37,7 @@ pub(crate) enum Command {
     SetMember(String, String, Role, Reply<()>),
     RemoveMember(String, String, Reply<bool>),
     PutFile(chat_core::FileRecord, Reply<()>),
+    SetReadMarker(String, String, u64, Reply<()>),
     /// Answered once everything queued before it is committed.
     Flush(Reply<()>),
     /// Stop taking requests, finish the queued ones, close the connection,
@@ -295,6 +296,7 @@ impl Writer {
             Command::RemoveMember(_, _, tx) => drop(tx.send(Err(err()))),
             Command::CreateUser(_, tx)
             | Command::PutFile(_, tx)
+            | Command::SetReadMarker(_, _, _, tx)
             | Command::PutToken(_, tx)
             | Command::DeleteToken(_, tx)
             | Command::CreateRoom(_, _, tx)
@@ -317,6 +319,9 @@ impl Writer {
             Command::CreateUser(u, tx) => Done::Unit(tx, self.step(|ops| ops.create_user(u))),
             Command::PutToken(t, tx) => Done::Unit(tx, self.step(|ops| ops.put_token(t))),
             Command::PutFile(f, tx) => Done::Unit(tx, self.step(|ops| ops.put_file(f))),
+            Command::SetReadMarker(user, room, seq, tx) => {
+                Done::Unit(tx, self.step(|ops| ops.set_read_marker(&user, &room, seq)))
+            }
             Command::DeleteToken(h, tx) => Done::Unit(tx, self.step(|ops| ops.delete_token(&h))),
             Command::CreateRoom(room, members, tx) => {
                 Done::Unit(tx, self.step(|ops| ops.create_room(room, &members)))

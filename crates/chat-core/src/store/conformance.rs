@@ -30,7 +30,7 @@ macro_rules! store_conformance_tests {
             seq_is_gap_free_per_room, concurrent_appends_are_gap_free,
             client_id_makes_appends_idempotent, history_pages_forward_and_backward,
             seq_at_finds_time, unknown_room_is_not_found, files_round_trip,
-            messages_keep_their_file);
+            messages_keep_their_file, read_markers_only_move_forward);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -369,4 +369,22 @@ pub async fn messages_keep_their_file(s: Arc<dyn Store>) {
     let page = s.history("m", HistoryQuery::latest(10)).await.unwrap();
     assert_eq!(page[0].file.as_ref(), Some(&f.file));
     assert_eq!(page[1].file, None);
+}
+
+/// Read markers are per user and room, and never move back.
+pub async fn read_markers_only_move_forward(s: Arc<dyn Store>) {
+    s.create_room(room("a", "public"), &[]).await.unwrap();
+    s.create_room(room("b", "public"), &[]).await.unwrap();
+    assert!(s.read_markers("alice").await.unwrap().is_empty());
+    s.set_read_marker("alice", "a", 5).await.unwrap();
+    s.set_read_marker("alice", "a", 3).await.unwrap();
+    s.set_read_marker("alice", "b", 1).await.unwrap();
+    s.set_read_marker("bob", "a", 9).await.unwrap();
+    let mut m = s.read_markers("alice").await.unwrap();
+    m.sort();
+    assert_eq!(m, [("a".to_owned(), 5), ("b".to_owned(), 1)]);
+    assert!(matches!(
+        s.set_read_marker("alice", "ghost", 1).await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -98,6 +98,12 @@ impl Store for TempStore {
     async fn bytes_uploaded_by(&self, user: &str) -> Result<u64, StoreError> {
         self.store.bytes_uploaded_by(user).await
     }
+    async fn set_read_marker(&self, user: &str, room: &str, seq: u64) -> Result<(), StoreError> {
+        self.store.set_read_marker(user, room, seq).await
+    }
+    async fn read_markers(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.store.read_markers(user).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
     }
