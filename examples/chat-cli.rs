@@ -147,7 +147,11 @@ impl State {
 
     fn request(&mut self, pending: Pending, frame: ClientFrame) -> Request {
         let id = self.id();
-        self.pending.insert(id, pending);
+        // Only requests whose reply is acted on are remembered; each gets
+        // exactly one reply (or an error) unless the connection drops.
+        if !matches!(pending, Pending::Quiet) {
+            self.pending.insert(id, pending);
+        }
         Request {
             id: Some(id),
             frame,
@@ -180,7 +184,10 @@ impl State {
 async fn main() {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(Some(a)) => a,
-        Ok(None) => return println!("{USAGE}\n\n{COMMANDS}"),
+        Ok(None) => {
+            let _ = writeln!(std::io::stdout(), "{USAGE}\n\n{COMMANDS}");
+            return;
+        }
         Err(e) => {
             eprintln!("chat-cli: {e}\n\n{USAGE}");
             std::process::exit(2);
@@ -198,8 +205,7 @@ async fn main() {
         }
     });
     let mut prompt = async |what: &str| {
-        print!("{what}: ");
-        let _ = std::io::stdout().flush();
+        raw(&format!("{what}: "));
         lines.recv().await.unwrap_or_default().trim().to_owned()
     };
     let user = match args.user {
@@ -288,6 +294,8 @@ async fn session(
         };
         state.request(Pending::Quiet, frame)
     };
+    // Replies to requests sent on an earlier connection never come.
+    state.pending.clear();
     let mut login_id = {
         let req = login(state);
         if wr.send(&req).await.is_err() {
@@ -502,6 +510,13 @@ fn on_line(state: &mut State, line: &str) -> Option<Option<Request>> {
     Some(Some(state.request(pending, frame)))
 }
 
+/// Writes to standard output as is; a closed output is not an error here.
+fn raw(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 fn usage(state: &mut State, text: &str) -> Option<Option<Request>> {
     state.say(format!("! {text}"));
     Some(None)
@@ -543,7 +558,7 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
                 matches!(&state.open_stream, Some((_, r, b)) if *r == m.room && *b == m.sender);
             if streamed {
                 state.open_stream = None;
-                println!(" (#{})", m.seq);
+                raw(&format!(" (#{})\n", m.seq));
             } else {
                 state.say(format!("[{} #{}] {}: {}", m.room, m.seq, m.sender, m.body));
             }
@@ -581,7 +596,7 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
             stream, fallback, ..
         } if state.open_stream.as_ref().map(|s| s.0) == Some(stream) => {
             state.open_stream = None;
-            println!("{}", if fallback { " (bot failed)" } else { "" });
+            raw(if fallback { " (bot failed)\n" } else { "\n" });
         }
         ServerFrame::History {
             room,

@@ -1,0 +1,382 @@
+//! The chat protocol over real WebSocket connections on 127.0.0.1, plain
+//! and over TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use chat_core::{ErrorCode, ServerFrame};
+use serde_json::json;
+use support::{ws_connect, Client, TestServer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Alice and Bob chat in a room; each sees the other's message once, in
+/// order, with the seq from the ack.
+async fn chat<S: AsyncRead + AsyncWrite + Unpin>(alice: &mut Client<S>, bob: &mut Client<S>) {
+    alice.signup("alice").await;
+    bob.signup("bob").await;
+    let r = alice
+        .call(json!({"type": "create_room", "room": "lobby", "kind": "public", "topic": "hi"}))
+        .await;
+    assert!(matches!(r, ServerFrame::Room { .. }), "{r:?}");
+    assert!(matches!(
+        bob.call(json!({"type": "join", "room": "lobby"})).await,
+        ServerFrame::Room { .. }
+    ));
+    for c in [&mut *alice, &mut *bob] {
+        let r = c
+            .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 0}]}))
+            .await;
+        assert!(matches!(r, ServerFrame::Subscribed { .. }), "{r:?}");
+    }
+    let ack = alice
+        .call(json!({"type": "send", "room": "lobby", "body": "hello bob", "client_id": "c1"}))
+        .await;
+    let ServerFrame::Ack { seq, .. } = ack else {
+        panic!("{ack:?}")
+    };
+    let got = bob
+        .next_matching(|f| matches!(f, ServerFrame::Message { .. }))
+        .await;
+    let ServerFrame::Message { message } = got else {
+        unreachable!()
+    };
+    assert_eq!(
+        (message.seq, message.sender.as_str(), message.body.as_str()),
+        (seq, "alice", "hello bob")
+    );
+    let ack = bob
+        .call(json!({"type": "send", "room": "lobby", "body": "hi alice"}))
+        .await;
+    assert!(matches!(ack, ServerFrame::Ack { seq: 2, .. }), "{ack:?}");
+    let got = alice
+        .next_matching(|f| matches!(f, ServerFrame::Message { message } if message.sender == "bob"))
+        .await;
+    assert!(
+        matches!(got, ServerFrame::Message { message } if message.body == "hi alice" && message.seq == 2)
+    );
+}
+
+#[tokio::test]
+async fn two_users_chat_over_websocket() {
+    let server = TestServer::start(support::settings()).await;
+    let mut alice = ws_connect(server.addr).await;
+    let mut bob = ws_connect(server.addr).await;
+    chat(&mut alice, &mut bob).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_users_chat_over_tls() {
+    let (server_cfg, client_cfg) = support::tls_pair();
+    let server = TestServer::start(support::settings().tls(server_cfg)).await;
+    let connector = tokio_rustls::TlsConnector::from(client_cfg);
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let name = chat_transport_ws::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (ws, res) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 101);
+        clients.push(Client::new(ws).await);
+    }
+    let (mut alice, mut bob) = {
+        let mut it = clients.into_iter();
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    chat(&mut alice, &mut bob).await;
+
+    // A plain-text client cannot talk to the TLS port; the server goes on.
+    let r = tokio::time::timeout(
+        support::WAIT,
+        tokio_tungstenite::client_async(
+            format!("ws://{}/ws", server.addr),
+            tokio::net::TcpStream::connect(server.addr).await.unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(r.is_err());
+    let ack = alice
+        .call(json!({"type": "send", "room": "lobby", "body": "still here"}))
+        .await;
+    assert!(matches!(ack, ServerFrame::Ack { seq: 3, .. }), "{ack:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bot_reply_streams_then_is_stored() {
+    let server = TestServer::start(support::settings()).await;
+    let mut alice = ws_connect(server.addr).await;
+    alice.signup("alice").await;
+    alice
+        .call(json!({"type": "create_room", "room": "lobby"}))
+        .await;
+    alice
+        .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 0}]}))
+        .await;
+    let r = alice
+        .call(json!({"type": "ask", "room": "lobby", "task": "answer", "prompt": "why?"}))
+        .await;
+    assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
+    // Deltas stream first; the stored reply is published, then bot_done
+    // names its seq.
+    let (mut deltas, mut stored) = (String::new(), Vec::new());
+    let done_seq = loop {
+        match alice.next().await {
+            ServerFrame::BotDelta { delta, .. } => deltas.push_str(&delta),
+            ServerFrame::Message { message } => stored.push(message),
+            ServerFrame::BotDone { seq, fallback, .. } => {
+                assert!(!fallback);
+                break seq.unwrap();
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(deltas, "Streaming an answer to: why?");
+    let stored = stored
+        .into_iter()
+        .find(|m| m.seq == done_seq)
+        .expect("stored reply before bot_done");
+    assert_eq!(
+        (stored.body.as_str(), stored.sender.as_str()),
+        (deltas.as_str(), "helper")
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reconnect_resumes_by_seq_without_loss_or_duplicates() {
+    let server = TestServer::start(support::settings()).await;
+    let mut alice = ws_connect(server.addr).await;
+    let token = alice.signup("alice").await;
+    alice
+        .call(json!({"type": "create_room", "room": "lobby"}))
+        .await;
+    for i in 1..=3 {
+        alice
+            .call(json!({"type": "send", "room": "lobby", "body": format!("m{i}")}))
+            .await;
+    }
+    drop(alice);
+    // Meanwhile someone else posts.
+    let mut bob = ws_connect(server.addr).await;
+    bob.signup("bob").await;
+    bob.call(json!({"type": "join", "room": "lobby"})).await;
+    for i in 4..=5 {
+        bob.call(json!({"type": "send", "room": "lobby", "body": format!("m{i}")}))
+            .await;
+    }
+    let mut again = ws_connect(server.addr).await;
+    let r = again.call(json!({"type": "auth", "token": token})).await;
+    assert!(
+        matches!(r, ServerFrame::Authed { ref user, .. } if user == "alice"),
+        "{r:?}"
+    );
+    let r = again
+        .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 3}]}))
+        .await;
+    assert!(
+        matches!(r, ServerFrame::Subscribed { last_seq: 5, .. }),
+        "{r:?}"
+    );
+    let seqs: Vec<u64> = again
+        .backlog
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Message { message } => Some(message.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![4, 5]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_and_binary_frames_get_errors_and_the_connection_stays_usable() {
+    let server = TestServer::start(support::settings()).await;
+    let mut c = ws_connect(server.addr).await;
+    c.send_text("{not json").await;
+    let f = c.next().await;
+    assert!(
+        matches!(
+            f,
+            ServerFrame::Error {
+                code: ErrorCode::BadFrame,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    c.send_text(r#"{"type":"no_such_frame"}"#).await;
+    assert!(matches!(
+        c.next().await,
+        ServerFrame::Error {
+            code: ErrorCode::BadFrame,
+            ..
+        }
+    ));
+    use futures_util::SinkExt;
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![1u8, 2, 3].into(),
+    ))
+    .await
+    .unwrap();
+    let f = c.next().await;
+    let ServerFrame::Error { code, message, .. } = f else {
+        panic!("{f:?}")
+    };
+    assert_eq!(code, ErrorCode::BadFrame);
+    assert!(message.contains("binary"), "{message}");
+    // Still usable, and other clients never noticed.
+    assert!(matches!(
+        c.call(json!({"type": "ping"})).await,
+        ServerFrame::Pong { .. }
+    ));
+    let r = support::http(server.addr, "GET", "/metrics", None, None).await;
+    assert!(
+        r.text().contains("chat_bad_frames_total 3\n"),
+        "{}",
+        r.text()
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn frames_over_the_engine_limit_get_an_error_frame() {
+    let engine = chat_core::Engine::builder()
+        .limits(support::limits().max_frame_bytes(1024))
+        .build()
+        .unwrap();
+    let server = TestServer::start_with(engine, support::settings()).await;
+    let mut c = ws_connect(server.addr).await;
+    c.send_text(format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(2000)))
+        .await;
+    assert!(matches!(
+        c.next().await,
+        ServerFrame::Error {
+            code: ErrorCode::FrameTooLarge,
+            ..
+        }
+    ));
+    assert!(matches!(
+        c.call(json!({"type": "ping"})).await,
+        ServerFrame::Pong { .. }
+    ));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversize_messages_close_with_1009_and_others_keep_chatting() {
+    let server = TestServer::start(support::settings().max_message_bytes(4096)).await;
+    let mut other = ws_connect(server.addr).await;
+    let mut c = ws_connect(server.addr).await;
+    c.send_text(format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(10_000)
+    ))
+    .await;
+    let (frames, code) = c.until_close().await;
+    assert_eq!(code, Some(1009));
+    assert!(
+        frames.iter().any(|f| matches!(
+            f,
+            ServerFrame::Closing {
+                reason: ErrorCode::FrameTooLarge,
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+    assert!(matches!(
+        other.call(json!({"type": "ping"})).await,
+        ServerFrame::Pong { .. }
+    ));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn silent_clients_are_pinged_then_closed_as_idle() {
+    let settings = support::settings()
+        .ping_interval(Duration::from_millis(100))
+        .idle_timeout(Duration::from_millis(350));
+    let server = TestServer::start(settings).await;
+    // This client answers pings (tungstenite does while reading): it stays.
+    let mut lively = ws_connect(server.addr).await;
+    // This one never reads, so never answers a ping.
+    let mut silent = ws_connect(server.addr).await;
+    let pinger = tokio::spawn(async move {
+        // Reading for a while answers the server's pings.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
+        let mut pings = 0;
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut lively.ws)).await
+        {
+            if m.is_ping() {
+                pings += 1;
+            }
+        }
+        (pings, lively)
+    });
+    let (pings, mut lively) = pinger.await.unwrap();
+    assert!(pings >= 2, "pings: {pings}");
+    assert!(matches!(
+        lively.call(json!({"type": "ping"})).await,
+        ServerFrame::Pong { .. }
+    ));
+    let (frames, code) = silent.until_close().await;
+    assert_eq!(code, Some(4001));
+    assert!(
+        frames.iter().any(|f| matches!(
+            f,
+            ServerFrame::Closing {
+                reason: ErrorCode::Idle,
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_says_going_away_and_serve_returns() {
+    let mut server =
+        TestServer::start(support::settings().close_timeout(Duration::from_secs(2))).await;
+    let addr = server.addr;
+    let mut a = ws_connect(addr).await;
+    let mut b = ws_connect(addr).await;
+    a.signup("alice").await;
+    let started = tokio::time::Instant::now();
+    server.shutdown();
+    for c in [&mut a, &mut b] {
+        let (frames, code) = c.until_close().await;
+        assert_eq!(code, Some(1001));
+        assert!(
+            frames.iter().any(|f| matches!(
+                f,
+                ServerFrame::Closing {
+                    reason: ErrorCode::ShuttingDown,
+                    ..
+                }
+            )),
+            "{frames:?}"
+        );
+    }
+    server.stop().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // No longer accepting.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn upgrade_without_websocket_headers_is_refused() {
+    let server = TestServer::start(support::settings()).await;
+    let r = support::http(server.addr, "GET", "/ws", None, None).await;
+    assert_eq!(r.status, 426);
+    assert_eq!(r.error_code(), "upgrade_required");
+    server.stop().await.unwrap();
+}
