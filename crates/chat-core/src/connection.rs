@@ -148,11 +148,8 @@ impl Connection {
         self.engine.check(room, user, action).await
     }
 
-    async fn issue_token(
-        &mut self,
-        id: Option<u64>,
-        user: String,
-    ) -> Result<ServerFrame, EngineError> {
+    /// Creates and stores a new token for `user`: (token, hash, expiry).
+    async fn mint_token(&self, user: &str) -> Result<(String, String, u64), EngineError> {
         let (token, hash) = auth::new_token();
         let ttl = u64::try_from(self.engine.limits().token_ttl.as_millis()).unwrap_or(u64::MAX);
         let expires_at = now_ms().saturating_add(ttl);
@@ -160,10 +157,19 @@ impl Connection {
             .store()
             .put_token(crate::TokenRecord {
                 token_hash: hash.clone(),
-                user: user.clone(),
+                user: user.to_owned(),
                 expires_at,
             })
             .await?;
+        Ok((token, hash, expires_at))
+    }
+
+    async fn issue_token(
+        &mut self,
+        id: Option<u64>,
+        user: String,
+    ) -> Result<ServerFrame, EngineError> {
+        let (token, hash, expires_at) = self.mint_token(&user).await?;
         self.set_user(user.clone(), hash);
         Ok(ServerFrame::Authed {
             id,
@@ -286,6 +292,19 @@ impl Connection {
                 self.issue_token(id, name).await.map(Some)
             }
             ClientFrame::Auth { token } => self.login_with_token(id, &token).await.map(Some),
+            ClientFrame::RefreshToken => {
+                let user = self.require_user()?;
+                let (token, hash, expires_at) = self.mint_token(&user).await?;
+                // The session stays logged in and subscribed; logout now
+                // revokes the new token.
+                self.token_hash = Some(hash);
+                Ok(Some(ServerFrame::Authed {
+                    id,
+                    user: user.to_string(),
+                    token,
+                    expires_at,
+                }))
+            }
             ClientFrame::Logout => {
                 if let Some(hash) = &self.token_hash {
                     inner.store.delete_token(hash).await?;
@@ -354,7 +373,17 @@ impl Connection {
                         (other.clone(), other_role),
                     ];
                     match inner.store.create_room(rec, &members).await {
-                        Ok(()) | Err(crate::StoreError::AlreadyExists) => {}
+                        Ok(()) => {
+                            // Tell the other side their new direct room exists.
+                            let frame = ServerFrame::MemberEvent {
+                                room: name.clone(),
+                                user: other.clone(),
+                                change: MemberChange::Invited,
+                                role: Some(other_role),
+                            };
+                            engine.publish_ephemeral(&user_channel(&other), &frame).await;
+                        }
+                        Err(crate::StoreError::AlreadyExists) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -475,6 +504,14 @@ impl Connection {
                     inner.store.set_member(&room, &target, role).await?;
                     self.publish_member(&room, &target, MemberChange::Invited, Some(role))
                         .await;
+                    // The invitee is not subscribed yet: tell them directly.
+                    let frame = ServerFrame::MemberEvent {
+                        room: room.clone(),
+                        user: target.clone(),
+                        change: MemberChange::Invited,
+                        role: Some(role),
+                    };
+                    engine.publish_ephemeral(&user_channel(&target), &frame).await;
                 }
                 Ok(Some(ServerFrame::Ok { id }))
             }

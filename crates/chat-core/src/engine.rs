@@ -1025,6 +1025,7 @@ impl Engine {
                     bot: bot_name.clone(),
                     stream: stream_id,
                     delta,
+                    private: private.is_some(),
                 })
                 .await;
             }

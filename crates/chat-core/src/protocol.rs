@@ -220,6 +220,9 @@ pub enum ClientFrame {
     },
     /// Revoke the current token and end the login.
     Logout,
+    /// Issue a fresh token for the logged-in user (answered by `authed`);
+    /// the current one stays valid until it expires or is logged out.
+    RefreshToken,
     /// Create a room; the creator becomes its admin.
     CreateRoom {
         /// Room name: 1-64 of `a-z 0-9 _ -`.
@@ -533,6 +536,9 @@ pub enum ServerFrame {
         stream: u64,
         /// Text to append.
         delta: String,
+        /// True for a reply streamed to the asker alone (smart replies).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        private: bool,
     },
     /// A streamed bot reply finished; the stored message (if any) follows as
     /// an ordinary `message` with this `seq`.
@@ -806,6 +812,7 @@ mod tests {
             (s(), s()).prop_map(|(username, password)| ClientFrame::Login { username, password }),
             s().prop_map(|token| ClientFrame::Auth { token }),
             Just(ClientFrame::Logout),
+            Just(ClientFrame::RefreshToken),
             (s(), s(), s()).prop_map(|(room, kind, topic)| ClientFrame::CreateRoom {
                 room,
                 kind,
@@ -952,7 +959,8 @@ mod tests {
                     room,
                     bot,
                     stream,
-                    delta
+                    delta,
+                    private: stream % 2 == 0,
                 }
             ),
             (id(), arb_string()).prop_map(|(id, message)| ServerFrame::Error {

@@ -128,3 +128,39 @@ async fn mentions_reach_every_session_of_a_member_only() {
         );
     }
 }
+
+#[tokio::test]
+async fn invitees_hear_of_new_rooms_at_once() {
+    let e = support::engine();
+    let mut alice = Client::signup(&e, "alice").await;
+    let mut bob = Client::signup(&e, "bob").await;
+    alice.create("team", "private").await;
+    alice.call(ClientFrame::Invite { room: "team".into(), user: "bob".into() }).await;
+    alice.call(ClientFrame::OpenDirect { user: "bob".into() }).await;
+    let mut rooms = Vec::new();
+    while rooms.len() < 2 {
+        if let ServerFrame::MemberEvent { room, user, .. } = bob.next().await {
+            assert_eq!(user, "bob");
+            rooms.push(room);
+        }
+    }
+    assert_eq!(rooms, ["team", "dm:alice:bob"]);
+}
+
+#[tokio::test]
+async fn a_token_refresh_keeps_the_session() {
+    let e = support::engine();
+    let mut alice = Client::signup(&e, "alice").await;
+    alice.create("r", "public").await;
+    alice.subscribe("r", None).await;
+    let ServerFrame::Authed { token, .. } = alice.call(ClientFrame::RefreshToken).await else {
+        panic!()
+    };
+    // Still subscribed after the refresh.
+    alice.send("r", "still here").await;
+    assert_eq!(alice.next_message().await.body, "still here");
+    // The new token works elsewhere.
+    let mut other = Client::connect(&e).await;
+    let r = other.call(ClientFrame::Auth { token }).await;
+    assert!(matches!(r, ServerFrame::Authed { .. }), "{r:?}");
+}
