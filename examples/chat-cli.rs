@@ -579,6 +579,7 @@ fn on_frame(state: &mut State, frame: ServerFrame) -> Vec<Request> {
             bot,
             stream,
             delta,
+            ..
         } => {
             let mut o = std::io::stdout().lock();
             if state.open_stream.as_ref().map(|s| s.0) != Some(stream) {
