@@ -110,7 +110,10 @@ impl Server {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(tokio::time::Instant::now() < deadline, "server did not stop in time");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not stop in time"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -123,13 +126,12 @@ impl Drop for Server {
     }
 }
 
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 enum Link {
-    Ws(
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    ),
-    Tcp(chat_transport_tcp::client::Client),
+    Ws(Box<WsStream>),
+    Tcp(Box<chat_transport_tcp::client::Client>),
 }
 
 /// A client over either transport, with request/reply matching by id.
@@ -145,7 +147,7 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.http))
             .await
             .unwrap();
-        Client::new(Link::Ws(ws)).await
+        Client::new(Link::Ws(Box::new(ws))).await
     }
 
     pub async fn tcp(server: &Server) -> Client {
@@ -153,7 +155,7 @@ impl Client {
         let c = chat_transport_tcp::client::connect(&server.tcp, &Trust::Fingerprint(fp))
             .await
             .unwrap();
-        Client::new(Link::Tcp(c)).await
+        Client::new(Link::Tcp(Box::new(c))).await
     }
 
     async fn new(link: Link) -> Client {
