@@ -360,12 +360,21 @@ async fn the_built_in_bot_answers_in_the_lobby_with_no_api_key() {
     let server = Server::start(dir.path());
     let mut c = Client::ws(&server).await;
     c.signup("newcomer").await;
-    let ServerFrame::Rooms { rooms, .. } = c.ok(ClientFrame::ListRooms).await else { panic!() };
+    let ServerFrame::Rooms { rooms, .. } = c.ok(ClientFrame::ListRooms).await else {
+        panic!()
+    };
     assert!(rooms.iter().any(|r| r.name == "lobby"), "{rooms:?}");
-    c.ok(ClientFrame::Join { room: "lobby".into() }).await;
+    c.ok(ClientFrame::Join {
+        room: "lobby".into(),
+    })
+    .await;
     c.subscribe("lobby", None).await;
-    c.ok(ClientFrame::Send { room: "lobby".into(), body: "@helper how do I send a direct message?".into(), client_id: None })
-        .await;
+    c.ok(ClientFrame::Send {
+        room: "lobby".into(),
+        body: "@helper how do I send a direct message?".into(),
+        client_id: None,
+    })
+    .await;
     let mut deltas = String::new();
     loop {
         match c.next().await.expect("closed") {
@@ -375,7 +384,11 @@ async fn the_built_in_bot_answers_in_the_lobby_with_no_api_key() {
             }
             ServerFrame::Message { message } if message.sender == "helper" => {
                 assert_eq!(message.body, deltas, "the stored reply is what streamed");
-                assert!(message.body.to_lowercase().contains("direct"), "{}", message.body);
+                assert!(
+                    message.body.to_lowercase().contains("direct"),
+                    "{}",
+                    message.body
+                );
                 break;
             }
             _ => {}

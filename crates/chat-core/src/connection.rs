@@ -381,7 +381,9 @@ impl Connection {
                                 change: MemberChange::Invited,
                                 role: Some(other_role),
                             };
-                            engine.publish_ephemeral(&user_channel(&other), &frame).await;
+                            engine
+                                .publish_ephemeral(&user_channel(&other), &frame)
+                                .await;
                         }
                         Err(crate::StoreError::AlreadyExists) => {}
                         Err(e) => return Err(e.into()),
@@ -511,7 +513,9 @@ impl Connection {
                         change: MemberChange::Invited,
                         role: Some(role),
                     };
-                    engine.publish_ephemeral(&user_channel(&target), &frame).await;
+                    engine
+                        .publish_ephemeral(&user_channel(&target), &frame)
+                        .await;
                 }
                 Ok(Some(ServerFrame::Ok { id }))
             }

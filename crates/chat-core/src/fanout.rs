@@ -44,6 +44,9 @@ struct Sub {
 }
 
 struct RoomSubs {
+    /// A channel of ephemeral events only (a user's own channel): it has no
+    /// store behind it, so it is never resynced.
+    ephemeral_only: bool,
     /// The `seq` the room's next stored message will carry.
     next_seq: u64,
     pending: BTreeMap<u64, RoomEvent>,
@@ -106,6 +109,7 @@ impl Fanout {
                     .entry(Arc::from(room))
                     .or_insert_with(|| {
                         Arc::new(Mutex::new(RoomSubs {
+                            ephemeral_only: false,
                             next_seq: last + 1,
                             pending: BTreeMap::new(),
                             gap_fill_scheduled: false,
@@ -143,6 +147,7 @@ impl Fanout {
             .entry(Arc::from(room))
             .or_insert_with(|| {
                 Arc::new(Mutex::new(RoomSubs {
+                    ephemeral_only: true,
                     next_seq: 1,
                     pending: BTreeMap::new(),
                     gap_fill_scheduled: false,
@@ -374,6 +379,7 @@ impl Fanout {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
+            .filter(|(_, v)| !lock(v).ephemeral_only)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (room, entry) in rooms {

@@ -135,8 +135,15 @@ async fn invitees_hear_of_new_rooms_at_once() {
     let mut alice = Client::signup(&e, "alice").await;
     let mut bob = Client::signup(&e, "bob").await;
     alice.create("team", "private").await;
-    alice.call(ClientFrame::Invite { room: "team".into(), user: "bob".into() }).await;
-    alice.call(ClientFrame::OpenDirect { user: "bob".into() }).await;
+    alice
+        .call(ClientFrame::Invite {
+            room: "team".into(),
+            user: "bob".into(),
+        })
+        .await;
+    alice
+        .call(ClientFrame::OpenDirect { user: "bob".into() })
+        .await;
     let mut rooms = Vec::new();
     while rooms.len() < 2 {
         if let ServerFrame::MemberEvent { room, user, .. } = bob.next().await {
