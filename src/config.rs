@@ -158,6 +158,14 @@ pub struct Config {
     pub http: SocketAddr,
     /// TLS TCP address, if enabled.
     pub tcp: Option<SocketAddr>,
+    /// Redis URL, for several nodes.
+    pub redis: Option<String>,
+    /// PostgreSQL URL, for several nodes.
+    pub postgres: Option<String>,
+    /// PostgreSQL schema.
+    pub postgres_schema: String,
+    /// Shared files folder.
+    pub files_dir: PathBuf,
     /// Certificate and key PEM files, if given.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Serve HTTP over TLS too.
@@ -199,6 +207,8 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("tcp", &self.tcp)
             .field("https", &self.https)
+            .field("redis", &self.redis.is_some())
+            .field("postgres", &self.postgres.is_some())
             .field("openai_base_url", &self.openai_base_url)
             .field(
                 "openai_api_key",
@@ -373,8 +383,13 @@ fn build(get: impl Fn(&str) -> String) -> Result<Config, ConfigError> {
         "false" | "0" | "no" | "off" | "" => false,
         v => return Err(bad("https", v, "true or false")),
     };
+    let data = PathBuf::from(get("data"));
     Ok(Config {
-        data: PathBuf::from(get("data")),
+        files_dir: opt(get("files-dir")).map_or_else(|| data.join("files"), PathBuf::from),
+        redis: opt(get("redis")),
+        postgres: opt(get("postgres")),
+        postgres_schema: get("postgres-schema"),
+        data,
         http: addr(&get, "http")?,
         tcp,
         tls,

@@ -3,8 +3,9 @@
 //! [`start`]; end-to-end tests start it the same way.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use chat_core::{Engine, FileSettings, Limits, OfflineBot, OfflineSettings};
+use chat_core::{Engine, FileSettings, Limits, OfflineBot, OfflineSettings, Store};
 use chat_store_sqlite::{SqliteSettings, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,6 +28,9 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] chat_core::StoreError),
+    /// The broker could not connect.
+    #[error("broker: {0}")]
+    Broker(String),
     /// A bot could not be set up.
     #[error("bot setup: {0}")]
     Bot(String),
@@ -72,7 +76,16 @@ pub struct Running {
 pub async fn start(config: &Config) -> Result<Running, ServerError> {
     std::fs::create_dir_all(&config.data)
         .map_err(io(format!("create {}", config.data.display())))?;
-    let store = SqliteStore::open_async(SqliteSettings::new(config.data.join("chat.db"))).await?;
+    let store: Arc<dyn Store> = match &config.postgres {
+        Some(url) => {
+            let s = chat_store_postgres::PostgresSettings::new(url.clone())
+                .schema(config.postgres_schema.clone());
+            Arc::new(chat_store_postgres::PostgresStore::open(s).await?)
+        }
+        None => Arc::new(
+            SqliteStore::open_async(SqliteSettings::new(config.data.join("chat.db"))).await?,
+        ),
+    };
 
     let mut offline = OfflineSettings::default().name(config.bot_name.clone());
     if let Some(k) = &config.knowledge {
@@ -87,11 +100,11 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
         .rate_burst(config.rate_burst)
         .rate_messages(config.rate_per_second);
     let mut builder = Engine::builder()
-        .store(store)
+        .store_arc(store)
         .limits(limits)
         .server_name(concat!("chat-server/", env!("CARGO_PKG_VERSION")))
         .files(
-            FileSettings::new(config.data.join("files"))
+            FileSettings::new(config.files_dir.clone())
                 .max_file_bytes(config.max_file_bytes)
                 .user_quota_bytes(config.file_quota_bytes),
         )
@@ -110,6 +123,14 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
             chat_llm_openai::OpenAiBot::new(s).map_err(|e| ServerError::Bot(e.to_string()))?;
         builder = builder.bot(bot);
         bots.push(config.llm_name.clone());
+    }
+    if let Some(url) = &config.redis {
+        let broker = chat_broker_redis::RedisBroker::connect(chat_broker_redis::RedisSettings::new(
+            url.clone(),
+        ))
+        .await
+        .map_err(|e| ServerError::Broker(e.to_string()))?;
+        builder = builder.broker(Arc::new(broker));
     }
     let engine = builder.build()?;
     let bot_refs: Vec<&str> = bots.iter().map(String::as_str).collect();

@@ -16,18 +16,27 @@ use tokio_tungstenite::tungstenite;
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// The `chat-server` example binary, built by `cargo test` with the tests.
+/// The `chat-server` example binary, (re)built once per test binary so a
+/// run of a single test target never uses a stale server.
 pub fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/examples/chat-server
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join("chat-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --example chat-server`",
-        bin.display()
-    );
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test> -> target/<profile>
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+            let target_dir = profile_dir.parent().unwrap();
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--quiet", "--example", "chat-server", "--manifest-path"])
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+                .env("CARGO_TARGET_DIR", target_dir);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            assert!(cmd.status().unwrap().success(), "building chat-server failed");
+            profile_dir.join("examples").join("chat-server")
+        })
+        .clone()
 }
 
 /// A chat server child process on free loopback ports.
@@ -42,8 +51,14 @@ pub struct Server {
 impl Server {
     /// Starts the server on `data` and waits until it listens.
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// Starts the server with extra flags (e.g. `--redis URL`).
+    pub fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(server_binary())
             .args(["--data", data.to_str().unwrap()])
+            .args(extra)
             .args(["--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
             .args(["--rate-burst", "100000", "--rate-per-second", "100000"])
             .args(["--shutdown-grace", "5", "--log", "warn"])
