@@ -64,6 +64,26 @@ const SPECS: &[Spec] = &[
         help: "TLS TCP address for terminal clients (\"off\" to disable)",
     },
     Spec {
+        key: "redis",
+        default: "",
+        help: "Redis URL: carry room events between nodes (several nodes)",
+    },
+    Spec {
+        key: "postgres",
+        default: "",
+        help: "PostgreSQL URL: shared history instead of the SQLite file (several nodes)",
+    },
+    Spec {
+        key: "postgres-schema",
+        default: "public",
+        help: "PostgreSQL schema for the chat tables",
+    },
+    Spec {
+        key: "files-dir",
+        default: "",
+        help: "where shared files live (default: <data>/files; share it between nodes)",
+    },
+    Spec {
         key: "tls-cert",
         default: "",
         help: "PEM certificate chain (default: self-signed, generated into the data folder)",
@@ -117,6 +137,16 @@ const SPECS: &[Spec] = &[
         key: "max-message-bytes",
         default: "4096",
         help: "largest message body",
+    },
+    Spec {
+        key: "max-file-bytes",
+        default: "10485760",
+        help: "largest shared file",
+    },
+    Spec {
+        key: "file-quota-bytes",
+        default: "104857600",
+        help: "total bytes one user may upload",
     },
     Spec {
         key: "rate-burst",
@@ -459,6 +489,47 @@ mod tests {
         let c = run(&[], &[("OPENAI_API_KEY", "sk-secret")]).unwrap();
         assert!(!format!("{c:?}").contains("sk-secret"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn every_setting_parses_from_its_flag() {
+        let c = run(
+            &[
+                "--redis",
+                "redis://127.0.0.1:1/",
+                "--postgres",
+                "postgres://p@127.0.0.1:2/chat",
+                "--postgres-schema",
+                "node",
+                "--files-dir",
+                "/srv/files",
+                "--max-file-bytes",
+                "123",
+                "--file-quota-bytes",
+                "456",
+                "--https",
+                "true",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://127.0.0.1:1/"));
+        assert_eq!(c.postgres.as_deref(), Some("postgres://p@127.0.0.1:2/chat"));
+        assert_eq!(c.postgres_schema, "node");
+        assert_eq!(c.files_dir, PathBuf::from("/srv/files"));
+        assert_eq!(
+            (c.max_file_bytes, c.file_quota_bytes, c.https),
+            (123, 456, true)
+        );
+        assert_eq!(
+            run(&[], &[]).unwrap().files_dir,
+            PathBuf::from("data/files")
+        );
+        // Every documented key is accepted as a flag.
+        for spec in SPECS {
+            assert!(check_key(spec.key).is_ok());
+            assert!(help().contains(&format!("--{}", spec.key)), "{}", spec.key);
+        }
     }
 
     #[test]
