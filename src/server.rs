@@ -125,9 +125,9 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
         bots.push(config.llm_name.clone());
     }
     if let Some(url) = &config.redis {
-        let broker = chat_broker_redis::RedisBroker::connect(chat_broker_redis::RedisSettings::new(
-            url.clone(),
-        ))
+        let broker = chat_broker_redis::RedisBroker::connect(
+            chat_broker_redis::RedisSettings::new(url.clone()),
+        )
         .await
         .map_err(|e| ServerError::Broker(e.to_string()))?;
         builder = builder.broker(Arc::new(broker));

@@ -9,13 +9,13 @@
 //! ports, and fail when `CI` is set and they are missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
 #[path = "../crates/chat-store-postgres/tests/support/postgres.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod postgres;
 #[path = "../crates/chat-broker-redis/tests/support/redis.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod redis;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,7 +54,11 @@ async fn cluster(n: usize) -> Option<Cluster> {
         nodes.push(Server::start_with(dir.path(), &refs));
         dirs.push(dir);
     }
-    Some(Cluster { nodes, _dirs: dirs, redis })
+    Some(Cluster {
+        nodes,
+        _dirs: dirs,
+        redis,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +71,11 @@ async fn three_nodes_one_room_one_order() {
     bob.signup("bob").await;
     carol.signup("carol").await;
     alice
-        .ok(ClientFrame::CreateRoom { room: "mix".into(), kind: "public".into(), topic: String::new() })
+        .ok(ClientFrame::CreateRoom {
+            room: "mix".into(),
+            kind: "public".into(),
+            topic: String::new(),
+        })
         .await;
     for cl in [&mut bob, &mut carol] {
         cl.ok(ClientFrame::Join { room: "mix".into() }).await;
@@ -78,14 +86,22 @@ async fn three_nodes_one_room_one_order() {
     const EACH: usize = 30;
     for i in 0..EACH {
         for (n, cl) in [&mut alice, &mut bob, &mut carol].into_iter().enumerate() {
-            let frame = ClientFrame::Send { room: "mix".into(), body: format!("{n}:{i}"), client_id: None };
+            let frame = ClientFrame::Send {
+                room: "mix".into(),
+                body: format!("{n}:{i}"),
+                client_id: None,
+            };
             cl.send(&Request { id: None, frame }).await;
         }
     }
     let mut views = Vec::new();
     for cl in [&mut alice, &mut bob, &mut carol] {
         let msgs = cl.messages(3 * EACH).await;
-        views.push(msgs.into_iter().map(|m| (m.seq, m.body)).collect::<Vec<_>>());
+        views.push(
+            msgs.into_iter()
+                .map(|m| (m.seq, m.body))
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(views[0], views[1]);
     assert_eq!(views[0], views[2]);
@@ -111,7 +127,11 @@ async fn burst(c: &mut Client, tag: &str, from: u32, to: u32) -> BTreeMap<String
         let mut got = 0;
         while got < end - i {
             match c.recv().await {
-                Some(ServerFrame::Ack { seq, client_id: Some(cid), .. }) => {
+                Some(ServerFrame::Ack {
+                    seq,
+                    client_id: Some(cid),
+                    ..
+                }) => {
                     acked.insert(cid, seq);
                     got += 1;
                 }
@@ -126,29 +146,49 @@ async fn burst(c: &mut Client, tag: &str, from: u32, to: u32) -> BTreeMap<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_nothing_and_its_clients_resume_elsewhere() {
-    let Some(mut c) = cluster(3).await else { return };
+    let Some(mut c) = cluster(3).await else {
+        return;
+    };
     let mut admin = Client::ws(&c.nodes[0]).await;
     admin.signup("admin").await;
     admin
-        .ok(ClientFrame::CreateRoom { room: "load".into(), kind: "public".into(), topic: String::new() })
+        .ok(ClientFrame::CreateRoom {
+            room: "load".into(),
+            kind: "public".into(),
+            topic: String::new(),
+        })
         .await;
     // A reader on the node that will die, and one on a survivor.
     let mut doomed_reader = Client::ws(&c.nodes[1]).await;
     let doomed_token = doomed_reader.signup("doomed").await;
-    doomed_reader.ok(ClientFrame::Join { room: "load".into() }).await;
+    doomed_reader
+        .ok(ClientFrame::Join {
+            room: "load".into(),
+        })
+        .await;
     doomed_reader.subscribe("load", Some(0)).await;
     let mut survivor = Client::tcp(&c.nodes[2]).await;
     survivor.signup("survivor").await;
-    survivor.ok(ClientFrame::Join { room: "load".into() }).await;
+    survivor
+        .ok(ClientFrame::Join {
+            room: "load".into(),
+        })
+        .await;
     survivor.subscribe("load", Some(0)).await;
 
     // Senders on node 0 (survives) and node 1 (killed).
     let mut s0 = Client::ws(&c.nodes[0]).await;
     s0.signup("s0").await;
-    s0.ok(ClientFrame::Join { room: "load".into() }).await;
+    s0.ok(ClientFrame::Join {
+        room: "load".into(),
+    })
+    .await;
     let mut s1 = Client::tcp(&c.nodes[1]).await;
     let s1_token = s1.signup("s1").await;
-    s1.ok(ClientFrame::Join { room: "load".into() }).await;
+    s1.ok(ClientFrame::Join {
+        room: "load".into(),
+    })
+    .await;
     let t0 = tokio::spawn(async move { burst(&mut s0, "a", 0, 400).await });
     let t1 = tokio::spawn(async move { burst(&mut s1, "b", 0, 400).await });
 
@@ -175,9 +215,15 @@ async fn a_killed_node_loses_nothing_and_its_clients_resume_elsewhere() {
             continue;
         }
         let r = s1
-            .ok(ClientFrame::Send { room: "load".into(), body: cid.clone(), client_id: Some(cid.clone()) })
+            .ok(ClientFrame::Send {
+                room: "load".into(),
+                body: cid.clone(),
+                client_id: Some(cid.clone()),
+            })
             .await;
-        let ServerFrame::Ack { seq, .. } = r else { panic!("{r:?}") };
+        let ServerFrame::Ack { seq, .. } = r else {
+            panic!("{r:?}")
+        };
         acked_b2.insert(cid, seq);
     }
     let total = 800usize;
@@ -212,29 +258,67 @@ async fn a_killed_node_loses_nothing_and_its_clients_resume_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_recovers_by_itself() {
-    let Some(mut c) = cluster(2).await else { return };
+    let Some(mut c) = cluster(2).await else {
+        return;
+    };
     let mut alice = Client::ws(&c.nodes[0]).await;
     alice.signup("alice").await;
     alice
-        .ok(ClientFrame::CreateRoom { room: "r".into(), kind: "public".into(), topic: String::new() })
+        .ok(ClientFrame::CreateRoom {
+            room: "r".into(),
+            kind: "public".into(),
+            topic: String::new(),
+        })
         .await;
     let mut bob = Client::tcp(&c.nodes[1]).await;
     bob.signup("bob").await;
     bob.ok(ClientFrame::Join { room: "r".into() }).await;
     bob.subscribe("r", None).await;
-    alice.ok(ClientFrame::Send { room: "r".into(), body: "before".into(), client_id: None }).await;
+    alice
+        .ok(ClientFrame::Send {
+            room: "r".into(),
+            body: "before".into(),
+            client_id: None,
+        })
+        .await;
     assert_eq!(bob.messages(1).await[0].seq, 1);
 
     c.redis.stop();
     // Stored and acknowledged while Redis is down.
     for i in 0..5 {
-        alice.ok(ClientFrame::Send { room: "r".into(), body: format!("during {i}"), client_id: None }).await;
+        alice
+            .ok(ClientFrame::Send {
+                room: "r".into(),
+                body: format!("during {i}"),
+                client_id: None,
+            })
+            .await;
     }
     c.redis.restart();
-    alice.ok(ClientFrame::Send { room: "r".into(), body: "after".into(), client_id: None }).await;
-    let got: Vec<(u64, String)> = bob.messages(6).await.into_iter().map(|m| (m.seq, m.body)).collect();
+    alice
+        .ok(ClientFrame::Send {
+            room: "r".into(),
+            body: "after".into(),
+            client_id: None,
+        })
+        .await;
+    let got: Vec<(u64, String)> = bob
+        .messages(6)
+        .await
+        .into_iter()
+        .map(|m| (m.seq, m.body))
+        .collect();
     let expected: Vec<(u64, String)> = (2..=7)
-        .map(|s| (s, if s == 7 { "after".to_owned() } else { format!("during {}", s - 2) }))
+        .map(|s| {
+            (
+                s,
+                if s == 7 {
+                    "after".to_owned()
+                } else {
+                    format!("during {}", s - 2)
+                },
+            )
+        })
         .collect();
     assert_eq!(got, expected);
 }

@@ -27,13 +27,22 @@ pub fn server_binary() -> PathBuf {
             let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
             let target_dir = profile_dir.parent().unwrap();
             let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "--quiet", "--example", "chat-server", "--manifest-path"])
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-                .env("CARGO_TARGET_DIR", target_dir);
+            cmd.args([
+                "build",
+                "--quiet",
+                "--example",
+                "chat-server",
+                "--manifest-path",
+            ])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", target_dir);
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
-            assert!(cmd.status().unwrap().success(), "building chat-server failed");
+            assert!(
+                cmd.status().unwrap().success(),
+                "building chat-server failed"
+            );
             profile_dir.join("examples").join("chat-server")
         })
         .clone()
