@@ -36,7 +36,7 @@ async fn cluster(n: usize) -> Option<Cluster> {
     let pg = postgres::shared().await?;
     let schema = format!("multinode{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let files = tempfile::tempdir().unwrap();
-    let args = vec![
+    let args = [
         "--redis".to_owned(),
         redis.url(),
         "--postgres".to_owned(),
