@@ -67,10 +67,11 @@ impl Server {
     pub fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(server_binary())
             .args(["--data", data.to_str().unwrap()])
-            .args(extra)
             .args(["--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
             .args(["--rate-burst", "100000", "--rate-per-second", "100000"])
             .args(["--shutdown-grace", "5", "--log", "warn"])
+            // Last, so a test's own flags win.
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -203,6 +204,39 @@ impl Client {
             }
             Link::Tcp(c) => c.send(req).await.unwrap(),
         }
+    }
+
+    /// Sends raw bytes as one WebSocket message: text when UTF-8, else
+    /// binary (WebSocket clients only).
+    pub async fn send_raw_ws(&mut self, bytes: Vec<u8>) {
+        let Link::Ws(ws) = &mut self.link else {
+            panic!("not a WebSocket client")
+        };
+        let msg = match String::from_utf8(bytes) {
+            Ok(t) => tungstenite::Message::Text(t.into()),
+            Err(e) => tungstenite::Message::Binary(e.into_bytes().into()),
+        };
+        let _ = ws.send(msg).await;
+    }
+
+    /// The WebSocket close code the server sent, reading until it closes.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let Link::Ws(ws) = &mut self.link else {
+            panic!("not a WebSocket client")
+        };
+        let read = async {
+            while let Some(m) = ws.next().await {
+                match m {
+                    Ok(tungstenite::Message::Close(Some(f))) => return Some(u16::from(f.code)),
+                    Ok(tungstenite::Message::Close(None)) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+            None
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("no close in time")
     }
 
     /// The next frame from the wire; `None` once the server closed.
