@@ -5,9 +5,13 @@
 //
 // Two users in two isolated browser contexts (separate localStorage) chat in
 // one room, a bot reply streams in, and both a dropped socket and a page
-// reload resume without losing or duplicating a message. Uses Debian's
-// Chromium through playwright-core (no browser download); Playwright gives
-// the browser a fresh temporary --user-data-dir of its own.
+// reload resume without losing or duplicating a message. Files are shared
+// through the attach button and by drag and drop, a mention notifies the
+// other user, and the token is renewed. Uses Debian's Chromium through
+// playwright-core (no browser download); Playwright gives the browser a
+// fresh temporary --user-data-dir of its own.
+import { readFileSync } from "node:fs";
+import zlib from "node:zlib";
 import { chromium } from "playwright-core";
 
 const url = process.argv[2];
@@ -18,6 +22,53 @@ if (!url) {
 }
 
 const STEP = 15000;
+// A real PNG (a sunset, 240x160), so that the page decodes and shows it.
+const CRC = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+function pngChunk(type, data) {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(body));
+  return Buffer.concat([len, body, crc]);
+}
+function sunsetPng(w, h) {
+  const raw = Buffer.alloc((w * 3 + 1) * h);
+  for (let y = 0; y < h; y++) {
+    const row = y * (w * 3 + 1);
+    for (let x = 0; x < w; x++) {
+      const t = y / h;
+      let px = [255 - 90 * t, 140 - 60 * t, 90 + 80 * t]; // sky
+      const dx = x - w * 0.5, dy = y - h * 0.62;
+      if (dx * dx + dy * dy < (h * 0.2) ** 2) px = [255, 214, 90]; // sun
+      if (y > h * 0.62) px = [40 + 30 * Math.sin(x / 7 + y), 70, 140 + 20 * t]; // sea
+      raw.set(px.map((v) => Math.max(0, Math.min(255, Math.round(v)))), row + 1 + x * 3);
+    }
+  }
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // truecolour
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk("IHDR", ihdr),
+    pngChunk("IDAT", zlib.deflateSync(raw)),
+    pngChunk("IEND", Buffer.alloc(0)),
+  ]);
+}
+const PNG = sunsetPng(240, 160);
+const PDF = Buffer.from(`%PDF-1.4\n% release plan\n${"1 0 obj << /Type /Catalog >> endobj\n".repeat(120)}%%EOF\n`);
+
 let passed = 0;
 let failed = 0;
 
@@ -58,7 +109,25 @@ const browser = await chromium.launch({
 });
 
 async function newUser(name) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  // Desktop notifications are recorded, not shown: headless Chromium has no
+  // notification centre to look at.
+  await context.addInitScript(() => {
+    window.__notes = [];
+    window.Notification = class {
+      constructor(title, opts) {
+        window.__notes.push({ title, body: opts && opts.body });
+      }
+      close() {}
+      static get permission() {
+        return localStorage.getItem("test.notify.permission") || "default";
+      }
+      static requestPermission() {
+        localStorage.setItem("test.notify.permission", "granted");
+        return Promise.resolve("granted");
+      }
+    };
+  });
   const page = await context.newPage();
   page.setDefaultTimeout(STEP);
   page.on("pageerror", (e) => console.log(`[${name}] page error: ${e}`));
@@ -223,9 +292,8 @@ try {
     await alice.click("#dm-form button[type=submit]");
     await alice.waitForSelector("#dm-list li.active");
     await say(alice, "Psst, a private word.");
-    // Bob's list picks the new direct room up on its refresh; reload to see it now.
-    await bob.reload();
-    await bob.waitForSelector("#dm-list li.unread .badge");
+    // No reload: bob is told of the new direct room at once.
+    await bob.waitForSelector("#dm-list li.unread .badge", { timeout: 5000 });
     await bob.click("#dm-list li");
     await waitForBody(bob, "Psst, a private word.");
   });
@@ -272,6 +340,79 @@ try {
     const msgs = await assertContiguous(alice, "alice in archive");
     assert(msgs.length === 130, `loaded ${msgs.length} of 130`);
     assert(msgs[0].body === "Archived note 1", `first is ${msgs[0].body}`);
+  });
+
+  await step("files shared by attach button and drag and drop reach the other user", async () => {
+    await alice.click("#room-list li[data-room=lobby]");
+    await bob.click("#room-list li[data-room=lobby]");
+    await alice.waitForSelector("#attach:not([hidden])");
+    const [chooser] = await Promise.all([alice.waitForEvent("filechooser"), alice.click("#attach")]);
+    await chooser.setFiles({ name: "sunset.png", mimeType: "image/png", buffer: PNG });
+    // Bob's page fetches the picture and decodes it.
+    await bob.waitForFunction(() => {
+      const img = document.querySelector("#messages .msg .attachment-img");
+      return img && img.complete && img.naturalWidth === 240 && img.src.startsWith("blob:");
+    });
+    // A PDF dropped onto alice's message pane, with the composer's text as caption.
+    await alice.fill("#input", "Here is the release plan");
+    await alice.evaluate((bytes) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(bytes)], "release-plan.pdf", { type: "application/pdf" }));
+      const pane = document.querySelector(".pane");
+      for (const type of ["dragenter", "dragover", "drop"]) {
+        pane.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }
+    }, [...PDF]);
+    await bob.waitForSelector("#messages .file-chip .file-name:has-text('release-plan.pdf')");
+    await waitForBody(bob, "Here is the release plan");
+    await alice.waitForFunction(() => !document.querySelector("#uploads .upload"));
+    const [dl] = await Promise.all([bob.waitForEvent("download"), bob.click("#messages .file-chip .file-dl")]);
+    assert(dl.suggestedFilename() === "release-plan.pdf", `download named ${dl.suggestedFilename()}`);
+    assert(readFileSync(await dl.path()).equals(PDF), "downloaded PDF differs");
+    // The room's files are listed in the side panel, newest first.
+    await bob.waitForFunction(() =>
+      [...document.querySelectorAll("#file-list .file-row-name")].map((e) => e.textContent).join() === "release-plan.pdf,sunset.png",
+    );
+    // A click on the picture opens the viewer.
+    await bob.click("#messages .attachment.image");
+    await bob.waitForSelector("#viewer[open] #viewer-img[src^='blob:']");
+    await bob.click("#viewer [data-close]");
+    // A disallowed file is refused before it is sent.
+    await alice.setInputFiles("#file-input", { name: "tool.exe", mimeType: "application/octet-stream", buffer: Buffer.from("MZ...") });
+    await alice.waitForSelector(".toast.error:has-text('tool.exe')");
+  });
+
+  await step("a mention shows a toast and a desktop notification while the tab is hidden", async () => {
+    await bob.click("#notify-toggle");
+    await bob.waitForSelector("#notify-toggle.on");
+    await bob.click("#dm-list li");
+    await bob.evaluate(() => {
+      Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+    });
+    await say(alice, "@bob can you review the plan before noon?");
+    await bob.waitForSelector(".toast.mention:has-text('alice mentioned you in #lobby')");
+    await bob.waitForSelector("#room-list li[data-room=lobby] .badge.mention");
+    const notes = await bob.evaluate(() => window.__notes);
+    assert(notes.length === 1 && notes[0].title === "alice mentioned you in #lobby", JSON.stringify(notes));
+    assert(notes[0].body.startsWith("@bob can you review"), JSON.stringify(notes));
+    await bob.evaluate(() => delete document.visibilityState);
+    // The toast leads to the message.
+    await bob.click(".toast.mention");
+    await bob.waitForSelector("#room-list li.active[data-room=lobby]");
+    await waitForBody(bob, "@bob can you review the plan before noon?");
+  });
+
+  await step("the token is renewed and the old one revoked", async () => {
+    const old = await bob.evaluate(() => localStorage.getItem("chat.token"));
+    const fresh = await bob.evaluate(() => window.chatDebug.refreshToken());
+    assert(fresh && fresh !== old, "no fresh token");
+    assert((await bob.evaluate(() => localStorage.getItem("chat.token"))) === fresh, "fresh token not stored");
+    const status = (t) => bob.evaluate(async (t) => (await fetch("/api/session", { headers: { authorization: "Bearer " + t } })).status, t);
+    for (let i = 0; i < 100 && (await status(old)) !== 401; i++) await bob.waitForTimeout(50);
+    assert((await status(old)) === 401, "old token still valid");
+    assert((await status(fresh)) === 200, "fresh token refused");
+    await bob.reload();
+    await bob.waitForSelector("#conn-state.online");
   });
 
   if (screenshot) {

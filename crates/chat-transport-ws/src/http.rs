@@ -3,12 +3,32 @@
 
 use bytes::Bytes;
 use chat_core::ErrorCode;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
-/// Every response body of the transport.
-pub(crate) type Body = Full<Bytes>;
+/// Every response body of the transport: whole (JSON, the web client) or
+/// streamed (file downloads, see [`crate::files`]).
+pub(crate) type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A body held whole in memory.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub(crate) fn empty() -> Body {
+    Body::default()
+}
+
+/// An empty response with this status.
+pub(crate) fn status(status: StatusCode) -> Response<Body> {
+    let mut res = Response::new(empty());
+    *res.status_mut() = status;
+    res
+}
 
 /// A response with a body and a content type.
 pub(crate) fn with_body(
@@ -16,7 +36,7 @@ pub(crate) fn with_body(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut res = Response::new(Full::new(body.into()));
+    let mut res = Response::new(full(body));
     *res.status_mut() = status;
     let headers = res.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -4,7 +4,9 @@
 //! One listener serves:
 //! - `GET /ws`: the chat protocol over WebSocket, one JSON frame
 //!   ([`chat_core::ClientFrame`] / [`chat_core::ServerFrame`]) per text message;
-//! - the REST API under `/api/` (see [`rest`] for the routes);
+//! - the REST API under `/api/` (see [`rest`] for the routes), file
+//!   uploads and downloads streamed to and from the engine's vault among
+//!   them (see [`files`]);
 //! - `GET /health` (liveness and store reachability, 200 or 503 with JSON)
 //!   and `GET /metrics` (Prometheus text format 0.0.4; names in
 //!   [`metrics`]);
@@ -58,7 +60,11 @@
 //! - `server.rs`: [`serve`], the accept loop, TLS, HTTP connections and
 //!   shutdown; `router.rs`: routing and `/health`.
 //! - `ws.rs`: the upgrade and the WebSocket session; `rest.rs`: the REST API;
+//!   `api.rs`: REST request parsing (routes, percent-decoding, query,
+//!   headers), no I/O; `files.rs`: streamed file uploads and downloads;
 //!   `metrics.rs`: Prometheus rendering; `web.rs` and `web/`: the client.
+//! - `fuzzing.rs` (feature `fuzzing` only): the request parsing on
+//!   arbitrary bytes, for `fuzz/fuzz_targets/http_request.rs`.
 //! - [`WsSettings`]: every bound and timeout; [`Error`].
 //!
 //! # Why tokio-tungstenite?
@@ -73,7 +79,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod api;
 mod error;
+pub mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod http;
 pub mod metrics;
 pub mod rest;

@@ -8,6 +8,9 @@
 //! | `chat_http_requests_total` | counter | HTTP requests served |
 //! | `chat_ws_upgrades_total` | counter | WebSocket upgrades accepted |
 //! | `chat_tls_handshake_failures_total` | counter | failed or timed-out TLS handshakes |
+//! | `chat_http_uploads_total` | counter | files stored through `POST /api/rooms/{room}/files` |
+//! | `chat_http_uploads_failed_total` | counter | HTTP uploads refused or interrupted (nothing kept) |
+//! | `chat_http_downloads_total` | counter | file downloads started through `GET /api/files/{id}` |
 //! | `chat_sessions` | gauge | engine sessions connected now |
 //! | `chat_authenticated_sessions` | gauge | sessions logged in now |
 //! | `chat_subscriptions` | gauge | room subscriptions held now |
@@ -38,6 +41,9 @@ pub(crate) struct TransportStats {
     pub(crate) http_requests: Counter,
     pub(crate) ws_upgrades: Counter,
     pub(crate) tls_failures: Counter,
+    pub(crate) uploads: Counter,
+    pub(crate) uploads_failed: Counter,
+    pub(crate) downloads: Counter,
 }
 
 /// Decrements a gauge when dropped.
@@ -97,6 +103,24 @@ pub(crate) fn render(engine: &Metrics, transport: &TransportStats) -> String {
         "chat_tls_handshake_failures_total",
         "Failed or timed-out TLS handshakes.",
         &t.tls_failures,
+    );
+    counter(
+        &mut out,
+        "chat_http_uploads_total",
+        "Files stored through the HTTP upload route.",
+        &t.uploads,
+    );
+    counter(
+        &mut out,
+        "chat_http_uploads_failed_total",
+        "HTTP uploads refused or interrupted; nothing was kept.",
+        &t.uploads_failed,
+    );
+    counter(
+        &mut out,
+        "chat_http_downloads_total",
+        "File downloads started through the HTTP route.",
+        &t.downloads,
     );
     let m = engine;
     gauge(

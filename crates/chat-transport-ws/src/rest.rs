@@ -1,8 +1,9 @@
 //! The REST API under `/api/`: JSON in and out, bearer tokens
 //! (`Authorization: Bearer <token>`), errors as
 //! `{"error":{"code":"forbidden","message":"..."}}` with the status of the
-//! code. Every request runs through [`Engine::call`](chat_core::Engine::call), so the same access
-//! rules guard REST and WebSocket alike.
+//! code. Every request runs through the engine
+//! ([`Engine::call`](chat_core::Engine::call) or its file API), so the same
+//! access rules guard REST and WebSocket alike.
 //!
 //! | method and path | body | reply |
 //! |---|---|---|
@@ -10,8 +11,9 @@
 //! | `POST /api/login` | `{username, password}` | 200 `{user, token, expires_at}` |
 //! | `POST /api/tokens` | `{username, password}` | 201 `{user, token, expires_at}`: one more token (another device) |
 //! | `GET /api/session` | | 200 `{user, expires_at}` of the bearer's token |
+//! | `POST /api/session/refresh` | | 200 `{user, token, expires_at}`: a fresh token for the bearer (no password); the old one stays valid until it expires or is revoked |
 //! | `DELETE /api/session` | | 204: the bearer's token is revoked |
-//! | `GET /api/rooms` | | 200 `{rooms: [RoomInfo]}` |
+//! | `GET /api/rooms` | | 200 `{rooms: [RoomInfo]}` (with `last_read` and `unread`) |
 //! | `POST /api/rooms` | `{room, kind?, topic?}` | 201 `{room: RoomInfo}` |
 //! | `POST /api/rooms/{room}/join` | | 200 `{room: RoomInfo}` |
 //! | `POST /api/rooms/{room}/leave` | | 204 |
@@ -21,66 +23,86 @@
 //! | `POST /api/rooms/{room}/messages` | `{body, client_id?}` | 201 `{room, seq, client_id?, duplicate}` |
 //! | `POST /api/rooms/{room}/read` | `{seq}` | 204: read marker set (`unread` in `GET /api/rooms` follows it) |
 //! | `POST /api/direct` | `{user}` | 200 `{room: RoomInfo}`: the direct room with `user` |
+//! | `POST /api/rooms/{room}/files?name=&body=&client_id=` | the file's bytes | 201 `{room, seq, client_id?, duplicate, file}` (see [`crate::files`]) |
+//! | `GET /api/rooms/{room}/files` | | 200 `{room, files: [FileInfo]}`, newest first |
+//! | `GET /api/files/{id}` | | 200: the file's bytes, streamed |
+//! | `GET /api/files` | | 200 `{enabled, max_file_bytes?, allowed_types?, extensions?}`: whether file sharing is on, and its limits |
 //!
-//! `{room}` is percent-decoded (`dm%3Aalice%3Abob`).
+//! `{room}` is percent-decoded (`dm%3Aalice%3Abob`); in query strings `+`
+//! is a space too.
+//!
+//! # Why both `/api/tokens` and `/api/session/refresh`?
+//!
+//! `POST /api/tokens` proves the password again and mints a token for
+//! another device; `POST /api/session/refresh` needs only a valid bearer
+//! token, so a client can renew its token before it expires without asking
+//! for the password (the web client does, at half its lifetime, then
+//! revokes the old one).
 
 use bytes::Bytes;
 use chat_core::{ClientFrame, EngineError, ErrorCode, ServerFrame};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::api::{self, Route};
 use crate::http::{self, Body};
 use crate::server::Shared;
 
 #[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
+pub(crate) struct Credentials {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 #[derive(Deserialize)]
-struct NewRoom {
-    room: String,
+pub(crate) struct NewRoom {
+    pub(crate) room: String,
     #[serde(default)]
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default)]
-    topic: String,
+    pub(crate) topic: String,
 }
 
 #[derive(Deserialize)]
-struct NewMessage {
-    body: String,
+pub(crate) struct NewMessage {
+    pub(crate) body: String,
     #[serde(default)]
-    client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct ReadMark {
-    seq: u64,
+pub(crate) struct ReadMark {
+    pub(crate) seq: u64,
 }
 
 #[derive(Deserialize)]
-struct UserRef {
-    user: String,
+pub(crate) struct UserRef {
+    pub(crate) user: String,
 }
 
 /// A REST failure: an engine error or a request the transport refuses.
-struct Fail(Box<Response<Body>>);
+pub(crate) struct Fail(pub(crate) Box<Response<Body>>);
 
 impl From<EngineError> for Fail {
     fn from(e: EngineError) -> Self {
-        Fail(Box::new(http::error(e.code(), e.message())))
+        fail(e.code(), e.message())
     }
 }
 
-type Reply = Result<Response<Body>, Fail>;
+impl From<api::Refused> for Fail {
+    fn from(r: api::Refused) -> Self {
+        fail(r.code, &r.message)
+    }
+}
 
-fn fail(code: ErrorCode, message: &str) -> Fail {
+pub(crate) type Reply = Result<Response<Body>, Fail>;
+
+pub(crate) fn fail(code: ErrorCode, message: &str) -> Fail {
     Fail(Box::new(http::error(code, message)))
 }
 
@@ -93,56 +115,41 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
 }
 
 async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Reply {
-    let path = req.uri().path().trim_start_matches("/api/").to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let method = req.method().clone();
-    let token = bearer(&req)?;
-    let segments: Vec<String> = path
-        .split('/')
-        .map(percent_decode)
-        .collect::<Result<_, _>>()?;
-    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let run = |frame| call(shared, token.as_deref(), frame);
-    match (seg.as_slice(), &method) {
-        (["signup"], &Method::POST) => {
+    let token = match req.headers().get(AUTHORIZATION) {
+        Some(v) => Some(api::bearer(v.as_bytes())?),
+        None => None,
+    };
+    let route = api::parse(
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+    )?;
+    let run = |frame| shared.engine.call(token.as_deref(), frame);
+    match route {
+        Route::Signup => {
             let c: Credentials = body(shared, req).await?;
-            authed(
-                StatusCode::CREATED,
-                run(ClientFrame::Signup {
-                    username: c.username,
-                    password: c.password,
-                })
-                .await?,
-            )
+            let frame = ClientFrame::Signup {
+                username: c.username,
+                password: c.password,
+            };
+            authed(StatusCode::CREATED, run(frame).await?)
         }
-        (["login"], &Method::POST) | (["tokens"], &Method::POST) => {
-            let status = if seg[0] == "tokens" {
+        Route::Login | Route::Tokens => {
+            let status = if route == Route::Tokens {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
             let c: Credentials = body(shared, req).await?;
-            authed(
-                status,
-                run(ClientFrame::Login {
-                    username: c.username,
-                    password: c.password,
-                })
-                .await?,
-            )
+            let frame = ClientFrame::Login {
+                username: c.username,
+                password: c.password,
+            };
+            authed(status, run(frame).await?)
         }
-        (["session"], &Method::GET) => {
-            let token = token.as_deref().ok_or_else(|| {
-                fail(
-                    ErrorCode::Unauthenticated,
-                    "send Authorization: Bearer <token>",
-                )
-            })?;
-            match run(ClientFrame::Auth {
-                token: token.to_owned(),
-            })
-            .await?
-            {
+        Route::Session => {
+            let token = require(&token)?.to_owned();
+            match run(ClientFrame::Auth { token }).await? {
                 ServerFrame::Authed {
                     user, expires_at, ..
                 } => Ok(http::json(
@@ -152,12 +159,16 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Reply {
                 other => unexpected(&other),
             }
         }
-        (["session"], &Method::DELETE) => {
+        Route::Refresh => {
+            require(&token)?;
+            authed(StatusCode::OK, run(ClientFrame::RefreshToken).await?)
+        }
+        Route::Logout => {
             require(&token)?;
             run(ClientFrame::Logout).await?;
-            Ok(no_content())
+            Ok(http::status(StatusCode::NO_CONTENT))
         }
-        (["rooms"], &Method::GET) => {
+        Route::ListRooms => {
             require(&token)?;
             match run(ClientFrame::ListRooms).await? {
                 ServerFrame::Rooms { rooms, .. } => {
@@ -166,7 +177,7 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Reply {
                 other => unexpected(&other),
             }
         }
-        (["rooms"], &Method::POST) => {
+        Route::CreateRoom => {
             require(&token)?;
             let r: NewRoom = body(shared, req).await?;
             let frame = ClientFrame::CreateRoom {
@@ -176,53 +187,36 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Reply {
             };
             room_reply(StatusCode::CREATED, run(frame).await?)
         }
-        (["direct"], &Method::POST) => {
+        Route::Direct => {
             require(&token)?;
             let u: UserRef = body(shared, req).await?;
-            room_reply(
-                StatusCode::OK,
-                run(ClientFrame::OpenDirect { user: u.user }).await?,
-            )
+            let frame = ClientFrame::OpenDirect { user: u.user };
+            room_reply(StatusCode::OK, run(frame).await?)
         }
-        (["rooms", room, "join"], &Method::POST) => {
+        Route::Join(room) => {
             require(&token)?;
-            room_reply(
-                StatusCode::OK,
-                run(ClientFrame::Join {
-                    room: (*room).to_owned(),
-                })
-                .await?,
-            )
+            room_reply(StatusCode::OK, run(ClientFrame::Join { room }).await?)
         }
-        (["rooms", room, "leave"], &Method::POST) => {
+        Route::Leave(room) => {
             require(&token)?;
-            run(ClientFrame::Leave {
-                room: (*room).to_owned(),
-            })
-            .await?;
-            Ok(no_content())
+            run(ClientFrame::Leave { room }).await?;
+            Ok(http::status(StatusCode::NO_CONTENT))
         }
-        (["rooms", room, "invite"], &Method::POST) => {
+        Route::Invite(room) => {
             require(&token)?;
-            let room = (*room).to_owned();
             let u: UserRef = body(shared, req).await?;
             run(ClientFrame::Invite { room, user: u.user }).await?;
-            Ok(no_content())
+            Ok(http::status(StatusCode::NO_CONTENT))
         }
-        (["rooms", room, "read"], &Method::POST) => {
+        Route::Read(room) => {
             require(&token)?;
-            let room = (*room).to_owned();
             let r: ReadMark = body(shared, req).await?;
             run(ClientFrame::MarkRead { room, seq: r.seq }).await?;
-            Ok(no_content())
+            Ok(http::status(StatusCode::NO_CONTENT))
         }
-        (["rooms", room, "members"], &Method::GET) => {
+        Route::Members(room) => {
             require(&token)?;
-            match run(ClientFrame::Members {
-                room: (*room).to_owned(),
-            })
-            .await?
-            {
+            match run(ClientFrame::Members { room }).await? {
                 ServerFrame::Members { room, members, .. } => Ok(http::json(
                     StatusCode::OK,
                     &json!({ "room": room, "members": members }),
@@ -230,14 +224,13 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Reply {
                 other => unexpected(&other),
             }
         }
-        (["rooms", room, "messages"], &Method::GET) => {
+        Route::History { room, page } => {
             require(&token)?;
-            let (before, after, limit) = history_query(&query)?;
             let frame = ClientFrame::History {
-                room: (*room).to_owned(),
-                before,
-                after,
-                limit,
+                room,
+                before: page.before,
+                after: page.after,
+                limit: page.limit,
             };
             match run(frame).await? {
                 ServerFrame::History {
@@ -252,92 +245,65 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Reply {
                 other => unexpected(&other),
             }
         }
-        (["rooms", room, "messages"], &Method::POST) => {
+        Route::Send(room) => {
             require(&token)?;
-            let room = (*room).to_owned();
             let m: NewMessage = body(shared, req).await?;
-            match run(ClientFrame::Send {
+            let frame = ClientFrame::Send {
                 room,
                 body: m.body,
                 client_id: m.client_id,
-            })
-            .await?
-            {
+            };
+            match run(frame).await? {
                 ServerFrame::Ack {
                     room,
                     seq,
                     client_id,
                     duplicate,
                     ..
-                } => {
-                    let status = if duplicate {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::CREATED
-                    };
-                    let mut v = json!({ "room": room, "seq": seq, "duplicate": duplicate });
-                    if let Some(c) = client_id {
-                        v["client_id"] = Value::String(c);
-                    }
-                    Ok(http::json(status, &v))
-                }
+                } => Ok(ack(room, seq, client_id, duplicate, None)),
                 other => unexpected(&other),
             }
         }
-        (["signup" | "login" | "tokens" | "rooms" | "direct"], _) => {
-            Ok(http::wrong_method(allowed(seg[0])))
+        Route::ListFiles(room) => {
+            require(&token)?;
+            match run(ClientFrame::ListFiles { room }).await? {
+                ServerFrame::Files { room, files, .. } => Ok(http::json(
+                    StatusCode::OK,
+                    &json!({ "room": room, "files": files }),
+                )),
+                other => unexpected(&other),
+            }
         }
-        (["session"], _) => Ok(http::wrong_method("GET, DELETE")),
-        (["rooms", _, "join" | "leave" | "invite" | "read"], _) => Ok(http::wrong_method("POST")),
-        (["rooms", _, "members"], _) => Ok(http::wrong_method("GET")),
-        (["rooms", _, "messages"], _) => Ok(http::wrong_method("GET, POST")),
-        _ => Ok(http::no_route()),
+        Route::FileLimits => {
+            require(&token)?;
+            Ok(crate::files::limits(shared))
+        }
+        Route::Upload(params) => {
+            let user = user(shared, &token).await?;
+            crate::files::upload(shared, req, &user, params).await
+        }
+        Route::Download(id) => {
+            let user = user(shared, &token).await?;
+            crate::files::download(shared, &req, &user, &id).await
+        }
+        Route::WrongMethod(allow) => Ok(http::wrong_method(allow)),
+        Route::NotFound => Ok(http::no_route()),
     }
 }
 
-fn allowed(first: &str) -> &'static str {
-    match first {
-        "rooms" => "GET, POST",
-        _ => "POST",
-    }
-}
-
-async fn call(
-    shared: &Shared,
-    token: Option<&str>,
-    frame: ClientFrame,
-) -> Result<ServerFrame, EngineError> {
-    shared.engine.call(token, frame).await
-}
-
-fn require(token: &Option<String>) -> Result<(), Fail> {
-    match token {
-        Some(_) => Ok(()),
-        None => Err(fail(
+fn require(token: &Option<String>) -> Result<&str, Fail> {
+    token.as_deref().ok_or_else(|| {
+        fail(
             ErrorCode::Unauthenticated,
             "send Authorization: Bearer <token>",
-        )),
-    }
+        )
+    })
 }
 
-/// The bearer token, if any; a malformed `Authorization` header is a 401.
-fn bearer(req: &Request<Incoming>) -> Result<Option<String>, Fail> {
-    let Some(value) = req.headers().get(AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let bad = || {
-        fail(
-            ErrorCode::InvalidToken,
-            "Authorization must be `Bearer <token>`",
-        )
-    };
-    let value = value.to_str().map_err(|_| bad())?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or_else(bad)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(bad());
-    }
-    Ok(Some(token.to_owned()))
+/// The bearer's user name, for the routes that do not go through
+/// [`Engine::call`](chat_core::Engine::call).
+async fn user(shared: &Shared, token: &Option<String>) -> Result<String, Fail> {
+    Ok(shared.engine.authenticate(require(token)?).await?)
 }
 
 /// Reads a JSON body of at most `rest_body_limit` bytes.
@@ -358,8 +324,36 @@ async fn body<T: DeserializeOwned>(shared: &Shared, req: Request<Incoming>) -> R
             ))
         }
     };
-    serde_json::from_slice(&bytes)
+    parse_json(&bytes)
+}
+
+/// Parses a JSON request body.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Fail> {
+    serde_json::from_slice(bytes)
         .map_err(|e| fail(ErrorCode::BadFrame, &format!("malformed JSON body: {e}")))
+}
+
+/// The reply to a stored message: 201, or 200 for a duplicate.
+pub(crate) fn ack(
+    room: String,
+    seq: u64,
+    client_id: Option<String>,
+    duplicate: bool,
+    file: Option<&chat_core::FileRef>,
+) -> Response<Body> {
+    let status = if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut v = json!({ "room": room, "seq": seq, "duplicate": duplicate });
+    if let Some(c) = client_id {
+        v["client_id"] = Value::String(c);
+    }
+    if let Some(f) = file {
+        v["file"] = json!(f);
+    }
+    http::json(status, &v)
 }
 
 fn authed(status: StatusCode, frame: ServerFrame) -> Reply {
@@ -387,80 +381,4 @@ fn room_reply(status: StatusCode, frame: ServerFrame) -> Reply {
 fn unexpected(frame: &ServerFrame) -> Reply {
     tracing::error!(?frame, "REST: unexpected reply from the engine");
     Err(fail(ErrorCode::Internal, "unexpected reply"))
-}
-
-fn no_content() -> Response<Body> {
-    let mut res = Response::new(Body::default());
-    *res.status_mut() = StatusCode::NO_CONTENT;
-    res
-}
-
-/// `before`, `after` and `limit` of a history query string.
-/// `before`, `after` and `limit` of a history page.
-type Page = (Option<u64>, Option<u64>, Option<u32>);
-
-fn history_query(query: &str) -> Result<Page, Fail> {
-    let (mut before, mut after, mut limit) = (None, None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let bad = || {
-            fail(
-                ErrorCode::Invalid,
-                &format!("query parameter {k} must be a non-negative integer"),
-            )
-        };
-        match k {
-            "before" => before = Some(v.parse().map_err(|_| bad())?),
-            "after" => after = Some(v.parse().map_err(|_| bad())?),
-            "limit" => limit = Some(v.parse().map_err(|_| bad())?),
-            _ => {}
-        }
-    }
-    Ok((before, after, limit))
-}
-
-/// Percent-decodes one path segment.
-fn percent_decode(s: &str) -> Result<String, Fail> {
-    let bad = || fail(ErrorCode::Invalid, "malformed percent-encoding in the path");
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(
-            percent_decode("dm%3Aalice%3Abob").ok().unwrap(),
-            "dm:alice:bob"
-        );
-        assert_eq!(percent_decode("lobby").ok().unwrap(), "lobby");
-        assert!(percent_decode("bad%zz").is_err());
-        assert!(percent_decode("cut%4").is_err());
-    }
-
-    #[test]
-    fn history_queries() {
-        assert_eq!(
-            history_query("before=10&limit=5").ok().unwrap(),
-            (Some(10), None, Some(5))
-        );
-        assert_eq!(history_query("").ok().unwrap(), (None, None, None));
-        assert!(history_query("limit=-1").is_err());
-    }
 }

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) settings: WsSettings,
     pub(crate) stats: TransportStats,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Slots for HTTP uploads in progress.
+    pub(crate) uploads: Semaphore,
     tls: Option<TlsAcceptor>,
 }
 
@@ -53,10 +55,22 @@ where
     F: Future<Output = ()> + Send,
 {
     settings.validate()?;
+    if let Some(f) = engine.file_settings() {
+        // An upload_chunk frame carries chunk_bytes in base64, plus JSON.
+        let frame = f.chunk_bytes.div_ceil(3) * 4 + 256;
+        if frame > settings.max_message_bytes {
+            tracing::warn!(
+                chunk_bytes = f.chunk_bytes,
+                max_message_bytes = settings.max_message_bytes,
+                "file chunks do not fit in a WebSocket message: uploads over frames will fail"
+            );
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         tls: settings.tls.clone().map(TlsAcceptor::from),
         engine: engine.clone(),
+        uploads: Semaphore::new(settings.max_http_uploads),
         settings,
         stats: TransportStats::default(),
         shutdown: stop_rx,

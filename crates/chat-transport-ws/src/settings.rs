@@ -71,6 +71,21 @@ pub struct WsSettings {
     pub health_timeout: Duration,
     /// Serve the web client at `/`. Default true.
     pub web_client: bool,
+    /// Most HTTP file uploads in progress at once, server-wide; past it an
+    /// upload is refused with 503 `server_busy`. Default 64.
+    pub max_http_uploads: usize,
+    /// Longest wait for the next piece of an HTTP upload's body; a client
+    /// that stalls longer gets 408 and its partial file is deleted.
+    /// Default 30 s.
+    pub upload_read_timeout: Duration,
+    /// After refusing an upload whose body is still arriving, at most this
+    /// many of its bytes are read (in the background, after the answer) and
+    /// discarded, so that the client sees the answer rather than a reset;
+    /// with more left, the connection is closed. Default 256 KiB.
+    pub upload_drain_bytes: u64,
+    /// Size of the pieces a download is read from disk and sent in.
+    /// Default 64 KiB.
+    pub download_chunk_bytes: usize,
 }
 
 impl Default for WsSettings {
@@ -93,6 +108,10 @@ impl Default for WsSettings {
             max_connections: 20_000,
             health_timeout: Duration::from_secs(2),
             web_client: true,
+            max_http_uploads: 64,
+            upload_read_timeout: Duration::from_secs(30),
+            upload_drain_bytes: 256 * 1024,
+            download_chunk_bytes: 64 * 1024,
         }
     }
 }
@@ -117,6 +136,10 @@ impl std::fmt::Debug for WsSettings {
             .field("max_connections", &self.max_connections)
             .field("health_timeout", &self.health_timeout)
             .field("web_client", &self.web_client)
+            .field("max_http_uploads", &self.max_http_uploads)
+            .field("upload_read_timeout", &self.upload_read_timeout)
+            .field("upload_drain_bytes", &self.upload_drain_bytes)
+            .field("download_chunk_bytes", &self.download_chunk_bytes)
             .finish()
     }
 }
@@ -169,6 +192,14 @@ setters! {
     health_timeout: Duration,
     /// Sets [`WsSettings::web_client`].
     web_client: bool,
+    /// Sets [`WsSettings::max_http_uploads`].
+    max_http_uploads: usize,
+    /// Sets [`WsSettings::upload_read_timeout`].
+    upload_read_timeout: Duration,
+    /// Sets [`WsSettings::upload_drain_bytes`].
+    upload_drain_bytes: u64,
+    /// Sets [`WsSettings::download_chunk_bytes`].
+    download_chunk_bytes: usize,
 }
 
 impl WsSettings {
@@ -209,9 +240,16 @@ impl WsSettings {
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
         }
+        if self.max_http_uploads == 0 {
+            return invalid("max_http_uploads", "must be at least 1");
+        }
+        if self.download_chunk_bytes == 0 {
+            return invalid("download_chunk_bytes", "must be at least 1");
+        }
         if self.header_read_timeout.is_zero()
             || self.handshake_timeout.is_zero()
             || self.write_timeout.is_zero()
+            || self.upload_read_timeout.is_zero()
         {
             return invalid("header_read_timeout", "timeouts must be non-zero");
         }

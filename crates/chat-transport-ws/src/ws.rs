@@ -147,7 +147,7 @@ pub(crate) async fn upgrade(
         permit,
         peer,
     });
-    let mut res = Response::new(Body::default());
+    let mut res = Response::new(http::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
     h.insert(CONNECTION, HeaderValue::from_static("upgrade"));

@@ -12,7 +12,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chat_core::Engine;
+use chat_core::{Engine, FileSettings};
 use support::{StreamBot, TestServer};
 
 fn workspace_root() -> PathBuf {
@@ -61,12 +61,14 @@ async fn two_users_chat_in_a_real_browser() {
         return;
     }
 
-    // A slower bot, so that the page sees the reply grow.
+    // A slower bot, so that the page sees the reply grow; file sharing on.
+    let vault = tempfile::tempdir().unwrap();
     let engine = Engine::builder()
         .limits(support::limits())
         .bot(StreamBot {
             delay: Duration::from_millis(150),
         })
+        .files(FileSettings::new(vault.path()))
         .build()
         .unwrap();
     let server = TestServer::start_with(engine, support::settings()).await;
@@ -94,7 +96,7 @@ async fn two_users_chat_in_a_real_browser() {
         "browser test failed:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("browser steps ok: 14, failing: 0"),
+        stdout.contains("browser steps ok: 17, failing: 0"),
         "{stdout}"
     );
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000);

@@ -182,6 +182,11 @@ async fn the_web_client_is_served() {
         .to_str()
         .unwrap()
         .contains("script-src 'self'"));
+    // Shared images are shown through blob: URLs.
+    assert!(r.headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("img-src 'self' data: blob:"));
     let html = r.text();
     assert!(
         html.contains("app.js") && html.contains("app.css"),
@@ -193,6 +198,9 @@ async fn the_web_client_is_served() {
         ("/state.js", "text/javascript"),
         ("/auth.js", "text/javascript"),
         ("/util.js", "text/javascript"),
+        ("/bots.js", "text/javascript"),
+        ("/files.js", "text/javascript"),
+        ("/notify.js", "text/javascript"),
         ("/app.css", "text/css"),
         ("/icon.svg", "image/svg+xml"),
     ] {
@@ -210,6 +218,9 @@ async fn the_web_client_is_served() {
         "/state.js",
         "/auth.js",
         "/util.js",
+        "/bots.js",
+        "/files.js",
+        "/notify.js",
         "/app.css",
     ] {
         bodies.push(http(server.addr, "GET", path, None, None).await.text());

@@ -66,6 +66,31 @@ async fn signup_login_session_and_tokens() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["user"], "alice");
 
+    // A bearer token buys a fresh one without the password.
+    let r = http(a, "POST", "/api/session/refresh", None, None).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (401, "unauthenticated")
+    );
+    let r = http(a, "POST", "/api/session/refresh", Some("bogus"), None).await;
+    assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_token"));
+    let r = http(a, "POST", "/api/session/refresh", Some(&token), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["user"], "alice");
+    assert!(v["expires_at"].as_u64().unwrap() > 0);
+    let fresh = v["token"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, token);
+    let r = http(a, "GET", "/api/session", Some(&fresh), None).await;
+    assert_eq!(r.json()["user"], "alice");
+    let r = http(a, "GET", "/api/session/refresh", Some(&fresh), None).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (405, "method_not_allowed")
+    );
+    let r = http(a, "DELETE", "/api/session", Some(&fresh), None).await;
+    assert_eq!(r.status, 204);
+
     // Logout revokes that token only.
     let r = http(a, "DELETE", "/api/session", Some(&token), None).await;
     assert_eq!(r.status, 204);

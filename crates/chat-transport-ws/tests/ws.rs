@@ -300,9 +300,13 @@ async fn oversize_messages_close_with_1009_and_others_keep_chatting() {
 
 #[tokio::test]
 async fn silent_clients_are_pinged_then_closed_as_idle() {
+    // The silent client reads only after the lively one is done: the
+    // server must still be waiting for its close reply by then, or the
+    // client's pong replies would hit a closed socket.
     let settings = support::settings()
         .ping_interval(Duration::from_millis(100))
-        .idle_timeout(Duration::from_millis(350));
+        .idle_timeout(Duration::from_millis(350))
+        .close_timeout(Duration::from_secs(10));
     let server = TestServer::start(settings).await;
     // This client answers pings (tungstenite does while reading): it stays.
     let mut lively = ws_connect(server.addr).await;
@@ -339,6 +343,7 @@ async fn silent_clients_are_pinged_then_closed_as_idle() {
         )),
         "{frames:?}"
     );
+    drop((lively, silent));
     server.stop().await.unwrap();
 }
 

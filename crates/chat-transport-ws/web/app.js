@@ -6,14 +6,21 @@
 // subscribes with the last seq it saw in each room: the server replays what
 // was missed, and messages are de-duplicated by seq, so nothing is lost or
 // shown twice.
+//
+// Files go over HTTP (files.js), mentions raise toasts and desktop
+// notifications (notify.js), and the token is renewed at half its life
+// with a `refresh_token` frame (auth.js). Bot replies: bots.js.
 
-import { $, el, toast, randomId } from "./util.js";
-import { PAGE, state, displayName, room, minSeq } from "./state.js";
+import { $, toast, randomId } from "./util.js";
+import { PAGE, TOKEN_KEY, state, room, minSeq } from "./state.js";
+import { initFiles, loadLimits, noteFile, renderFiles } from "./files.js";
+import { onMention, renderBell, toggleBell } from "./notify.js";
 import {
-  appendOrRender, autosize, hideBanner, isNearBottom, renderChips, renderLive, renderMembers,
+  appendOrRender, autosize, hideBanner, renderChips, renderMembers,
   renderMessages, renderPane, renderPending, renderRooms, renderTyping, scrollToBottom, setConnState, showBanner,
 } from "./view.js";
-import { setMode, authSubmit, start, logout, showAuth, showApp } from "./auth.js";
+import { setMode, authSubmit, start, logout, showAuth, showApp, refreshToken, scheduleTokenRefresh } from "./auth.js";
+import { ask, dropStream, onBotDelta, onBotDone, suggest } from "./bots.js";
 
 /**
  * Marks a room read up to `seq` on the server (read markers follow the user
@@ -57,6 +64,7 @@ export function connect() {
     for (const { reject } of state.calls.values()) reject({ code: "disconnected", message: "connection lost" });
     state.calls.clear();
     clearInterval(state.refreshTimer);
+    clearTimeout(state.tokenTimer);
     if (state.stopped) return;
     const delay = ev.code === 4000 ? 100 : state.backoff + Math.random() * state.backoff * 0.3;
     state.backoff = Math.min(state.backoff * 2, 15000);
@@ -72,7 +80,7 @@ export function send(frame) {
   return true;
 }
 
-function call(frame) {
+export function call(frame) {
   return new Promise((resolve, reject) => {
     const id = state.nextId++;
     if (!send({ ...frame, id })) {
@@ -84,9 +92,12 @@ function call(frame) {
 }
 
 async function onHello() {
+  // Another tab may have renewed the token meanwhile.
+  state.token = localStorage.getItem(TOKEN_KEY) || state.token;
   try {
     const authed = await call({ type: "auth", token: state.token });
     state.user = authed.user;
+    state.expiresAt = authed.expires_at;
   } catch (e) {
     if (["invalid_token", "token_expired", "unauthenticated"].includes(e.code)) {
       logout(false);
@@ -99,6 +110,8 @@ async function onHello() {
   hideBanner();
   setConnState("online");
   showApp();
+  scheduleTokenRefresh();
+  loadLimits();
   await refreshRooms(true);
   // Messages sent while offline: the same client_id stores them once.
   for (const [clientId, m] of state.outbox) sendMessage(m.room, m.body, clientId);
@@ -183,13 +196,12 @@ function onFrame(f) {
     case "typing":
       onTyping(f);
       break;
-    case "mention":
-      if (f.room !== state.active) {
-        const r = state.rooms.get(f.room);
-        toast(`${f.from} mentioned you in ${r ? displayName(r) : f.room}: ${f.excerpt}`);
-        if (!r || !r.role) refreshRooms(false);
-      }
+    case "mention": {
+      const r = state.rooms.get(f.room);
+      if (!r || !r.role) refreshRooms(false);
+      onMention(f, openRoom);
       break;
+    }
     case "bot_delta":
       onBotDelta(f);
       break;
@@ -197,8 +209,6 @@ function onFrame(f) {
       onBotDone(f);
       break;
     case "suggestions":
-      // The private stream (if any) is over; nothing more to hide.
-      state.privateAsks.delete(f.room);
       if (f.room === state.active) renderChips(f.replies);
       break;
     case "error":
@@ -218,6 +228,7 @@ function onMessage(m) {
   r.cursor = Math.max(r.cursor || 0, m.seq);
   r.lastSeq = Math.max(r.lastSeq, m.seq);
   r.typing.delete(m.sender);
+  if (m.file) noteFile(r, m);
   if (m.client_id && m.sender === state.user) {
     state.outbox.delete(m.client_id);
     document.querySelector(`[data-client-id="${m.client_id}"]`)?.remove();
@@ -260,46 +271,6 @@ async function loadHistory(r) {
   }
 }
 
-function onBotDelta(f) {
-  const r = room(f.room);
-  let s = r.streams.get(f.stream);
-  if (!s) {
-    if (state.privateStreams.has(f.stream)) return;
-    const asks = state.privateAsks.get(f.room) || 0;
-    if (asks > 0) {
-      // Smart replies stream to the asker alone; they become chips.
-      state.privateAsks.set(f.room, asks - 1);
-      state.privateStreams.add(f.stream);
-      return;
-    }
-    s = { bot: f.bot, text: "" };
-    r.streams.set(f.stream, s);
-  }
-  s.text += f.delta;
-  if (f.room === state.active) {
-    const near = isNearBottom();
-    renderLive(r);
-    if (near) scrollToBottom();
-  }
-}
-
-function onBotDone(f) {
-  if (state.privateStreams.delete(f.stream)) return;
-  const r = room(f.room);
-  if (!r.streams.has(f.stream)) return;
-  if (f.seq && !r.msgs.has(f.seq)) {
-    // The stored reply replaces the live bubble when it arrives.
-    r.replaceOnSeq.set(f.seq, f.stream);
-    return;
-  }
-  dropStream(r, f.stream);
-}
-
-function dropStream(r, stream) {
-  r.streams.delete(stream);
-  if (r.name === state.active) renderLive(r);
-}
-
 async function loadMembers(r) {
   try {
     const reply = await call({ type: "members", room: r.name });
@@ -311,7 +282,26 @@ async function loadMembers(r) {
   }
 }
 
+async function loadFiles(r) {
+  try {
+    const reply = await call({ type: "list_files", room: r.name });
+    r.files = reply.files;
+    r.filesLoaded = true;
+    if (r.name === state.active) renderFiles();
+  } catch {
+    /* file sharing off, or not connected */
+  }
+}
+
 function onMemberEvent(f) {
+  if (f.change === "invited" && f.user === state.user && !state.rooms.get(f.room)?.role) {
+    // Added to a room, or someone opened a direct room with me: show it now.
+    const dm = f.room.startsWith("dm:");
+    const who = dm ? f.room.split(":").slice(1).find((p) => p !== state.user) : null;
+    toast(dm ? `${who} started a conversation with you` : `You were added to #${f.room}`);
+    refreshRooms(false);
+    return;
+  }
   const r = state.rooms.get(f.room);
   if (!r) return;
   if (f.change === "left" || f.change === "removed") {
@@ -350,11 +340,13 @@ export function openRoom(name) {
   state.active = name;
   localStorage.setItem("chat.active." + state.user, name);
   r.unread = 0;
+  r.mentions = 0;
   markRead(r, r.lastSeq);
   renderRooms();
   renderPane();
   if (!r.historyLoaded) loadHistory(r);
   loadMembers(r);
+  loadFiles(r);
   $("input").focus();
 }
 
@@ -407,32 +399,6 @@ async function submit(ev) {
     return ask(r, { task: "summarize", count });
   }
   sendMessage(r.name, text);
-}
-
-async function ask(r, task) {
-  try {
-    await call({ type: "ask", room: r.name, ...task });
-  } catch (e) {
-    toast(`The bot cannot answer: ${e.message}`, true);
-  }
-}
-
-async function suggest() {
-  const r = state.rooms.get(state.active);
-  if (!r) return;
-  state.privateAsks.set(r.name, (state.privateAsks.get(r.name) || 0) + 1);
-  const near = isNearBottom();
-  $("chips").textContent = "";
-  $("chips").append(el("span", "muted small", "Thinking of replies…"));
-  if (near) scrollToBottom();
-  try {
-    const reply = await call({ type: "ask", room: r.name, task: "smart_replies" });
-    if (reply.type === "suggestions") renderChips(reply.replies);
-  } catch (e) {
-    state.privateAsks.set(r.name, Math.max(0, (state.privateAsks.get(r.name) || 1) - 1));
-    $("chips").textContent = "";
-    toast(`No suggestions: ${e.message}`, true);
-  }
 }
 
 function onInput() {
@@ -526,6 +492,13 @@ function init() {
     openRoom(r.name);
   });
   $("new-dm").onclick = () => dmDialog.showModal();
+  initFiles(() => state.rooms.get(state.active));
+  $("notify-toggle").onclick = toggleBell;
+  renderBell();
+  // A token renewed (or a log out) in another tab.
+  window.addEventListener("storage", (ev) => {
+    if (ev.key === TOKEN_KEY && ev.newValue) state.token = ev.newValue;
+  });
   document.addEventListener("visibilitychange", () => {
     const r = state.rooms.get(state.active);
     if (document.visibilityState === "visible" && r) {
@@ -540,6 +513,7 @@ function init() {
     dropConnection() {
       if (state.ws) state.ws.close(4999, "debug drop");
     },
+    refreshToken,
   };
   state.showMembers = window.innerWidth >= 1100;
   if (state.token) start();

@@ -1,9 +1,9 @@
-// Logging in, signing up and out.
+// Logging in, signing up and out, and renewing the token.
 
 import { $, avatar } from "./util.js";
-import { TOKEN_KEY, state } from "./state.js";
+import { ISSUED_KEY, TOKEN_KEY, setToken, state } from "./state.js";
 import { renderPane } from "./view.js";
-import { connect, send } from "./app.js";
+import { call, connect, send } from "./app.js";
 
 export let signupMode = false;
 
@@ -32,9 +32,8 @@ export async function authSubmit(ev) {
     });
     const body = await res.json();
     if (!res.ok) throw new Error(body.error ? body.error.message : res.statusText);
-    state.token = body.token;
+    setToken(body.token, body.expires_at);
     state.user = body.user;
-    localStorage.setItem(TOKEN_KEY, body.token);
     $("auth-pass").value = "";
     start();
   } catch (e) {
@@ -57,6 +56,8 @@ export function logout(tellServer) {
   state.stopped = true;
   clearTimeout(state.retryTimer);
   clearInterval(state.refreshTimer);
+  clearTimeout(state.tokenTimer);
+  for (const u of state.uploads.values()) u.xhr.abort();
   if (state.ws) state.ws.close(1000);
   state.ws = null;
   state.token = null;
@@ -64,6 +65,7 @@ export function logout(tellServer) {
   state.outbox.clear();
   state.active = null;
   localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(ISSUED_KEY);
   showAuth("");
 }
 
@@ -81,4 +83,35 @@ export function showApp() {
     $("me-name").textContent = state.user;
     $("me-avatar").replaceWith(Object.assign(avatar(state.user), { id: "me-avatar" }));
   }
+}
+
+/**
+ * Renews the token at half its life (from when it was issued), so that a
+ * client in use never meets an expired token; the old one is revoked.
+ */
+export function scheduleTokenRefresh() {
+  clearTimeout(state.tokenTimer);
+  if (!state.expiresAt) return;
+  let issued = Number(localStorage.getItem(ISSUED_KEY));
+  if (!issued || issued > state.expiresAt) {
+    issued = Date.now();
+    localStorage.setItem(ISSUED_KEY, String(issued));
+  }
+  const at = issued + (state.expiresAt - issued) / 2;
+  const delay = Math.min(Math.max(at - Date.now(), 0), 2 ** 31 - 1);
+  state.tokenTimer = setTimeout(refreshToken, delay);
+}
+
+export async function refreshToken() {
+  const old = state.token;
+  let reply;
+  try {
+    reply = await call({ type: "refresh_token" });
+  } catch {
+    return; // tried again after the next connect
+  }
+  setToken(reply.token, reply.expires_at);
+  scheduleTokenRefresh();
+  fetch("/api/session", { method: "DELETE", headers: { authorization: "Bearer " + old } }).catch(() => {});
+  return reply.token;
 }

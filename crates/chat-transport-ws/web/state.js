@@ -3,9 +3,15 @@
 export const PAGE = 50;
 
 export const TOKEN_KEY = "chat.token";
+/** When the stored token was issued (ms), to refresh it at half its life. */
+export const ISSUED_KEY = "chat.token.issued";
+/** "on" when the user turned desktop notifications on with the bell. */
+export const NOTIFY_KEY = "chat.notify";
 
 export const state = {
   token: localStorage.getItem(TOKEN_KEY),
+  expiresAt: 0,
+  tokenTimer: null,
   user: null,
   rooms: new Map(), // name -> room
   active: null,
@@ -17,8 +23,9 @@ export const state = {
   retryTimer: null,
   refreshTimer: null,
   outbox: new Map(), // client_id -> {room, body}
-  privateAsks: new Map(), // room -> count of smart-reply requests in flight
-  privateStreams: new Set(),
+  privateStreams: new Set(), // smart-reply streams (bot_delta private: true)
+  uploads: new Map(), // client_id -> {room, name, size, loaded, xhr}
+  fileLimits: null, // GET /api/files: {enabled, max_file_bytes, extensions}
   lastTyping: 0,
   stopped: true,
   showMembers: true,
@@ -32,6 +39,14 @@ export function displayName(room) {
   return room.name;
 }
 
+/** Stores a token (and when it was issued) for the next visits. */
+export function setToken(token, expiresAt) {
+  state.token = token;
+  state.expiresAt = expiresAt || 0;
+  localStorage.setItem(TOKEN_KEY, token);
+  localStorage.setItem(ISSUED_KEY, String(Date.now()));
+}
+
 export function room(name) {
   let r = state.rooms.get(name);
   if (!r) {
@@ -40,7 +55,8 @@ export function room(name) {
       msgs: new Map(), cursor: null, subscribed: false, hasMore: true,
       loadingHistory: false, historyLoaded: false, unread: 0,
       members: new Map(), membersLoaded: false, typing: new Map(),
-      streams: new Map(), replaceOnSeq: new Map(),
+      streams: new Map(), replaceOnSeq: new Map(), mentions: 0,
+      files: [], filesLoaded: false,
     };
     state.rooms.set(name, r);
   }

@@ -3,6 +3,7 @@
 import { $, el, avatar, fmtTime, fmtDay, roomIcon } from "./util.js";
 import { state, displayName, sortedMsgs } from "./state.js";
 import { openRoom, joinRoom } from "./app.js";
+import { attachmentEl, renderFiles, renderUploads } from "./files.js";
 
 export function appendOrRender(r, m) {
   const box = $("messages");
@@ -31,7 +32,7 @@ export function messageEls(m, prev) {
     return out;
   }
   const cont = prev && out.length === 0 && prev.sender === m.sender && prev.kind !== "system" && m.ts - prev.ts < 5 * 60e3;
-  out.push(bubble(m.sender, m.body, { seq: m.seq, ts: m.ts, bot: m.kind === "bot", cont }));
+  out.push(bubble(m.sender, m.body, { seq: m.seq, ts: m.ts, bot: m.kind === "bot", cont, file: m.file }));
   return out;
 }
 
@@ -43,8 +44,12 @@ export function bubble(sender, body, opts) {
   meta.append(el("span", "sender", sender));
   if (opts.bot) meta.append(el("span", "tag", "bot"));
   meta.append(el("span", "time", opts.ts ? fmtTime(opts.ts) : opts.note || ""));
-  const b = el("div", "body", body);
-  d.append(meta, b);
+  d.append(meta);
+  if (body || !opts.file) d.append(el("div", "body", body));
+  if (opts.file) {
+    d.classList.add("has-file");
+    d.append(attachmentEl(opts.file));
+  }
   return d;
 }
 
@@ -62,6 +67,7 @@ export function renderMessages(keepScroll) {
     prev = m;
   }
   renderPending(r);
+  renderUploads();
   renderLive(r);
   $("history-state").textContent = r.hasMore ? (r.loadingHistory ? "Loading earlier messages…" : "") : r.msgs.size ? "This is the beginning of the room." : "No messages yet. Say hello!";
   if (keepScroll) scroller.scrollTop = scroller.scrollHeight - fromBottom;
@@ -139,6 +145,11 @@ export function renderRooms() {
       lists.discover.append(li);
       continue;
     }
+    if (r.mentions > 0 && r.name !== state.active) {
+      const at = el("span", "badge mention", "@");
+      at.title = `${r.mentions} mention${r.mentions > 1 ? "s" : ""}`;
+      li.append(at);
+    }
     if (r.unread > 0 && r.name !== state.active) {
       li.classList.add("unread");
       li.append(el("span", "badge", r.unread > 99 ? "99+" : String(r.unread)));
@@ -164,6 +175,7 @@ export function renderPane() {
     $("messages").textContent = "";
     $("pending").textContent = "";
     $("live").textContent = "";
+    $("uploads").textContent = "";
     $("history-state").textContent = "";
     $("members").hidden = true;
     $("composer-note").hidden = true;
@@ -180,6 +192,7 @@ export function renderPane() {
   renderMessages(false);
   renderTyping();
   renderMembers();
+  renderFiles();
 }
 
 export function renderChips(replies) {

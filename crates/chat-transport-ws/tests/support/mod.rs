@@ -265,6 +265,9 @@ pub fn frame_id(f: &ServerFrame) -> Option<u64> {
         | ServerFrame::Subscribed { id, .. }
         | ServerFrame::Suggestions { id, .. }
         | ServerFrame::Pong { id }
+        | ServerFrame::UploadReady { id, .. }
+        | ServerFrame::FileChunk { id, .. }
+        | ServerFrame::Files { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
     }
@@ -379,4 +382,100 @@ pub async fn rest_signup(addr: SocketAddr, name: &str) -> String {
     .await;
     assert_eq!(r.status, 201, "{}", r.text());
     r.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// An engine with file sharing in `dir`, files of at most `max_file_bytes`.
+pub fn files_engine(dir: &std::path::Path, max_file_bytes: u64) -> Engine {
+    Engine::builder()
+        .limits(limits())
+        .files(chat_core::FileSettings::new(dir).max_file_bytes(max_file_bytes))
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes on a fresh connection and reads one HTTP response:
+/// status, lower-cased headers and body (by Content-Length).
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    read_response(&mut tcp).await
+}
+
+/// Reads one HTTP/1.1 response from `tcp`.
+pub async fn read_response(tcp: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = async {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before a response: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed inside the body");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        (status, headers, buf[head_end..head_end + len].to_vec())
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("no HTTP response")
+}
+
+/// The files in the vault's temporary folder.
+pub fn tmp_files(vault: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(vault.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// Waits (bounded) until `cond` holds; for effects with no event to wait
+/// on, such as a file being deleted.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `len` bytes that sniff as PNG: the signature, then pseudo-random bytes.
+pub fn png_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut x = seed | 1;
+    while out.len() < len {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
