@@ -701,24 +701,40 @@ impl Engine {
         }
         let PendingUpload { upload, room, user } = pending;
         let stored = upload.finish().await?;
-        let (_, id) = crate::auth::new_token();
-        let file = FileRef {
+        let id = match &client_id {
+            // A retry of the same upload (same client id) maps to the same
+            // file id, so it is recorded once and the message append below
+            // answers with the earlier message.
+            Some(cid) => {
+                use sha2::Digest as _;
+                let digest =
+                    sha2::Sha256::digest(format!("file\0{room}\0{user}\0{cid}").as_bytes());
+                digest
+                    .iter()
+                    .take(16)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            }
             // 128 random bits, hex: unguessable and path-free.
-            id: id[..32].to_owned(),
+            None => crate::auth::new_token().1[..32].to_owned(),
+        };
+        let file = FileRef {
+            id,
             name: stored.name,
             size: stored.size,
             mime: stored.mime,
         };
-        self.inner
-            .store
-            .put_file(FileRecord {
-                file: file.clone(),
-                room: room.clone(),
-                uploader: user.clone(),
-                sha256: stored.sha256,
-                created_at: now_ms(),
-            })
-            .await?;
+        let record = FileRecord {
+            file: file.clone(),
+            room: room.clone(),
+            uploader: user.clone(),
+            sha256: stored.sha256,
+            created_at: now_ms(),
+        };
+        match self.inner.store.put_file(record).await {
+            Ok(()) | Err(crate::StoreError::AlreadyExists) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.append_and_publish(NewMessage {
             room,
             sender: user,

@@ -285,3 +285,53 @@ async fn without_a_vault_uploads_are_refused_clearly() {
     let r = upload(&mut alice, "r", "a.png", &png(100)).await;
     assert_eq!(error_code(&r), Some(ErrorCode::Invalid));
 }
+
+#[tokio::test]
+async fn a_retried_upload_with_the_same_client_id_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), |s| s);
+    let mut alice = Client::signup(&e, "alice").await;
+    alice.create("r", "public").await;
+    let data = png(2_000);
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        let r = alice
+            .call(ClientFrame::UploadStart {
+                room: "r".into(),
+                name: "x.png".into(),
+                size: 2_000,
+            })
+            .await;
+        let ServerFrame::UploadReady { upload: id, .. } = r else {
+            panic!("{r:?}")
+        };
+        for chunk in data.chunks(1000) {
+            alice
+                .call(ClientFrame::UploadChunk {
+                    upload: id,
+                    data: B64.encode(chunk),
+                })
+                .await;
+        }
+        let r = alice
+            .call(ClientFrame::UploadFinish {
+                upload: id,
+                body: String::new(),
+                client_id: Some("up-1".into()),
+            })
+            .await;
+        let ServerFrame::Ack { seq, duplicate, .. } = r else {
+            panic!("{r:?}")
+        };
+        acks.push((seq, duplicate));
+    }
+    assert_eq!(acks, [(1, false), (1, true)]);
+    let ServerFrame::Files { files, .. } = alice
+        .call(ClientFrame::ListFiles { room: "r".into() })
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(files.len(), 1);
+    assert_eq!(e.store().bytes_uploaded_by("alice").await.unwrap(), 2_000);
+}
