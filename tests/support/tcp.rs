@@ -36,12 +36,13 @@ impl Drop for TempDir {
     }
 }
 
-/// An engine with the in-memory store, cheap password hashing and the
-/// built-in offline bot (`helper`).
-pub fn engine() -> Engine {
+/// An engine with the in-memory store, cheap password hashing, the
+/// built-in offline bot (`helper`) and file sharing in `files`.
+pub fn engine(files: &Path) -> Engine {
     Engine::builder()
         .limits(Limits::default().fast_hashing_for_tests())
         .bot(chat_core::offline::OfflineBot::default())
+        .files(chat_core::FileSettings::new(files))
         .build()
         .unwrap()
 }
@@ -63,7 +64,7 @@ impl TcpServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut server = TcpServer {
-            engine: engine(),
+            engine: engine(&dir.0.join("files")),
             cert,
             port,
             _dir: dir,
@@ -143,8 +144,14 @@ pub struct Cli {
 
 impl Cli {
     pub fn spawn(binary: &Path, args: &[&str], password: &str) -> Cli {
+        Self::spawn_in(binary, args, password, &std::env::current_dir().unwrap())
+    }
+
+    /// Like [`Cli::spawn`], with `cwd` as the current directory.
+    pub fn spawn_in(binary: &Path, args: &[&str], password: &str, cwd: &Path) -> Cli {
         let mut child = tokio::process::Command::new(binary)
             .args(args)
+            .current_dir(cwd)
             .env("CHAT_PASSWORD", password)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -50,6 +50,10 @@ pub enum Error {
         /// The client's limit.
         limit: usize,
     },
+    /// The `data` of a file chunk is not base64 (standard alphabet,
+    /// padded).
+    #[error("file chunk is not valid base64")]
+    BadChunk,
     /// A line from the server is not a valid server frame.
     #[error("bad frame from server: {0}")]
     Decode(#[from] chat_core::DecodeError),

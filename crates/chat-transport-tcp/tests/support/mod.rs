@@ -20,6 +20,16 @@ pub fn engine(limits: Limits) -> Engine {
         .unwrap()
 }
 
+/// An engine with file sharing in `dir`, files of at most `max_file_bytes`.
+pub fn engine_with_files(dir: &std::path::Path, max_file_bytes: u64) -> Engine {
+    let files = chat_core::FileSettings::new(dir).max_file_bytes(max_file_bytes);
+    Engine::builder()
+        .limits(Limits::default().fast_hashing_for_tests())
+        .files(files)
+        .build()
+        .unwrap()
+}
+
 pub struct TestServer {
     pub addr: String,
     pub port: u16,
@@ -129,6 +139,34 @@ pub async fn signed_up(server: &TestServer, user: &str) -> Client {
     })
     .await;
     c
+}
+
+/// The id a reply echoes, if it is a reply.
+pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
+    match frame {
+        ServerFrame::Authed { id, .. }
+        | ServerFrame::Ok { id }
+        | ServerFrame::Room { id, .. }
+        | ServerFrame::Rooms { id, .. }
+        | ServerFrame::Members { id, .. }
+        | ServerFrame::Ack { id, .. }
+        | ServerFrame::History { id, .. }
+        | ServerFrame::Subscribed { id, .. }
+        | ServerFrame::Suggestions { id, .. }
+        | ServerFrame::UploadReady { id, .. }
+        | ServerFrame::FileChunk { id, .. }
+        | ServerFrame::Files { id, .. }
+        | ServerFrame::Pong { id }
+        | ServerFrame::Error { id, .. } => *id,
+        _ => None,
+    }
+}
+
+/// Sends `frame` with request id `id` and returns its reply (or error),
+/// skipping events that arrive meanwhile.
+pub async fn call(client: &mut Client, id: u64, frame: ClientFrame) -> ServerFrame {
+    client.send(&req(id, frame)).await.unwrap();
+    expect(client, "a reply", |f| reply_id(f) == Some(id)).await
 }
 
 /// Frames until the end of the stream, with a timeout.
