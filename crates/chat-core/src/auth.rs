@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use crate::error::{EngineError, ErrorCode};
 use crate::limits::Limits;
@@ -51,12 +50,75 @@ pub fn new_token() -> (String, String) {
     (token, hash)
 }
 
-/// Password hashing with a concurrency bound: each hash takes
-/// `argon2_memory_kib` of memory and a blocking thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A few threads of its own for password hashing, fed by a bounded queue.
+///
+/// Why not tokio's blocking pool? Each argon2id hash allocates
+/// `argon2_memory_kib` (19 MiB by default), and the C allocator keeps freed
+/// blocks of that size in the arena of the thread that used them. Spread
+/// over a blocking pool of hundreds of threads, a burst of sign-ups left
+/// hundreds of megabytes resident; on `hash_concurrency` threads it stays
+/// bounded at about that many hashes' worth.
+#[derive(Debug)]
+struct HashPool {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl HashPool {
+    fn new(threads: usize, queue: usize) -> std::io::Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("chat-hash-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for one job.
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        // The engine is gone.
+                        Err(_) => return,
+                    }
+                })?;
+        }
+        Ok(HashPool { jobs })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                return Err(EngineError::new(
+                    ErrorCode::ServerBusy,
+                    "too many logins at once; try again shortly",
+                ))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return Err(EngineError::new(ErrorCode::ShuttingDown, "shutting down"))
+            }
+        }
+        rx.await
+            .map_err(|_| EngineError::new(ErrorCode::Internal, "password hashing failed"))
+    }
+}
+
+/// Password hashing off the async workers, on a bounded pool of its own.
 #[derive(Debug)]
 pub(crate) struct Hasher {
     params: Params,
-    slots: Arc<Semaphore>,
+    pool: HashPool,
     /// A hash to verify against when the user does not exist, so a login
     /// for an unknown name costs the same time as a wrong password.
     dummy: std::sync::OnceLock<String>,
@@ -69,43 +131,29 @@ impl Hasher {
                 name: "argon2_memory_kib",
                 reason: "argon2 refuses these parameters",
             })?;
+        let pool = HashPool::new(limits.hash_concurrency, limits.hash_queue)
+            .map_err(crate::error::BuildError::Thread)?;
         Ok(Hasher {
             params,
-            slots: Arc::new(Semaphore::new(limits.hash_concurrency)),
+            pool,
             dummy: std::sync::OnceLock::new(),
         })
-    }
-
-    fn argon2(params: Params) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, EngineError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| EngineError::new(ErrorCode::ShuttingDown, "shutting down"))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| EngineError::new(ErrorCode::Internal, "password hashing failed"))
+        self.pool.run(f).await
     }
 
     /// Hashes a password into a PHC string.
     pub(crate) async fn hash(&self, password: String) -> Result<String, EngineError> {
         check_password(&password)?;
         let params = self.params.clone();
-        self.blocking(move || {
-            let salt = SaltString::generate(&mut rand::rngs::OsRng);
-            Self::argon2(params)
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-        })
-        .await?
-        .map_err(|_| EngineError::new(ErrorCode::Internal, "password hashing failed"))
+        self.blocking(move || hash_phc(&params, password.as_bytes()))
+            .await?
+            .ok_or_else(|| EngineError::new(ErrorCode::Internal, "password hashing failed"))
     }
 
     /// Checks a password against a stored hash (or, with `None`, burns the
@@ -131,16 +179,93 @@ impl Hasher {
         };
         let params = self.params.clone();
         let ok = self
-            .blocking(move || {
-                PasswordHash::new(&stored).is_ok_and(|h| {
-                    Self::argon2(params)
-                        .verify_password(password.as_bytes(), &h)
-                        .is_ok()
-                })
-            })
+            .blocking(move || verify_phc(&params, &stored, password.as_bytes()))
             .await?;
         Ok(ok && known)
     }
+}
+
+thread_local! {
+    /// argon2's working memory, kept by each hashing thread and reused:
+    /// allocating and freeing 19 MiB per hash made the C allocator keep
+    /// every freed buffer resident (one more per login, never returned).
+    static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest stored-hash memory cost this code will verify with its reusable
+/// buffer, as a multiple of the configured one; a hash asking for more (it
+/// came from elsewhere) is refused rather than honoured.
+const MAX_VERIFY_COST_FACTOR: usize = 4;
+
+/// Runs argon2 into `out` with the thread's reusable memory.
+fn argon2_into(
+    argon: &Argon2<'_>,
+    blocks: usize,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> bool {
+    BLOCKS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < blocks {
+            b.resize(blocks, Block::default());
+        }
+        argon
+            .hash_password_into_with_memory(password, salt, out, &mut b[..blocks])
+            .is_ok()
+    })
+}
+
+/// An argon2id PHC string for `password` with a fresh salt.
+fn hash_phc(params: &Params, password: &[u8]) -> Option<String> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let mut raw_salt = [0u8; 64];
+    let salt_bytes = salt.as_salt().decode_b64(&mut raw_salt).ok()?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    if !argon2_into(&argon, params.block_count(), password, salt_bytes, &mut out) {
+        return None;
+    }
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).ok()?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).ok()?),
+    };
+    Some(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `stored` (argon2id only).
+fn verify_phc(configured: &Params, stored: &str, password: &[u8]) -> bool {
+    let Ok(phc) = PasswordHash::new(stored) else {
+        return false;
+    };
+    if phc.algorithm != Algorithm::Argon2id.ident() {
+        return false;
+    }
+    let (Ok(params), Some(salt), Some(expected)) = (Params::try_from(&phc), phc.salt, phc.hash)
+    else {
+        return false;
+    };
+    if params.block_count() > configured.block_count() * MAX_VERIFY_COST_FACTOR {
+        return false;
+    }
+    let version = phc
+        .version
+        .and_then(|v| Version::try_from(v).ok())
+        .unwrap_or(Version::V0x13);
+    let mut raw_salt = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut raw_salt) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(Algorithm::Argon2id, version, params.clone());
+    if !argon2_into(&argon, params.block_count(), password, salt_bytes, &mut out) {
+        return false;
+    }
+    // Output's equality is constant-time.
+    Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 fn check_password(password: &str) -> Result<(), EngineError> {
@@ -187,6 +312,33 @@ mod tests {
             .unwrap());
         assert!(!h.verify("wrong horse!".into(), Some(stored)).await.unwrap());
         assert!(!h.verify("correct horse".into(), None).await.unwrap());
+        // Hashes made by the argon2 crate's own API verify too, and ours
+        // verify with it: the PHC strings are standard.
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let params = Params::new(256, 1, 1, None).unwrap();
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let theirs = argon
+            .hash_password(b"interop pass", &salt)
+            .unwrap()
+            .to_string();
+        assert!(h.verify("interop pass".into(), Some(theirs)).await.unwrap());
+        let ours = h.hash("interop pass".into()).await.unwrap();
+        assert!(argon
+            .verify_password(b"interop pass", &PasswordHash::new(&ours).unwrap())
+            .is_ok());
+        // Garbage and other algorithms are refused, never a panic.
+        assert!(!h
+            .verify(
+                "x".repeat(10),
+                Some("$argon2i$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$AAAA".into())
+            )
+            .await
+            .unwrap());
+        assert!(!h
+            .verify("x".repeat(10), Some("not a hash".into()))
+            .await
+            .unwrap());
         assert_eq!(
             h.hash("short".into()).await.unwrap_err().code(),
             ErrorCode::Invalid

@@ -180,6 +180,9 @@ pub enum BuildError {
         /// The name.
         name: String,
     },
+    /// A thread of the engine's own could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The file vault folder cannot be used.
     #[error("file vault: {0}")]
     Files(#[source] std::io::Error),

@@ -55,6 +55,9 @@ pub struct Limits {
     /// Password hashes computed at once (each takes `argon2_memory_kib`).
     /// Default 4.
     pub hash_concurrency: usize,
+    /// Password hashes waiting for a hashing thread; beyond it, logins get
+    /// `server_busy`. Default 256.
+    pub hash_queue: usize,
     /// Session token lifetime. Default 7 days.
     pub token_ttl: Duration,
     /// argon2id memory cost in KiB. Default 19,456 (OWASP's minimum).
@@ -92,6 +95,7 @@ impl Default for Limits {
             reorder_buffer: 1024,
             gap_timeout: Duration::from_millis(200),
             hash_concurrency: 4,
+            hash_queue: 256,
             token_ttl: Duration::from_secs(7 * 24 * 3600),
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
@@ -154,6 +158,8 @@ setters! {
     gap_timeout: Duration,
     /// Sets [`Limits::hash_concurrency`].
     hash_concurrency: usize,
+    /// Sets [`Limits::hash_queue`].
+    hash_queue: usize,
     /// Sets [`Limits::token_ttl`].
     token_ttl: Duration,
     /// Sets [`Limits::argon2_memory_kib`].
