@@ -198,9 +198,11 @@ impl Fanout {
                 break;
             }
         }
-        // The room's next seq can only be behind what the replay saw if the
-        // entry was created before those messages were published.
-        subs.next_seq = subs.next_seq.max(replayed + 1);
+        // The room's next seq is left alone: the replay may have read
+        // messages whose events are still on their way, and the subscribers
+        // already live need those events. This subscriber's own `last_seq`
+        // drops them for it; a seq published before the room's entry existed
+        // is filled from the store like any other gap.
         let last = sub.last_seq;
         if ok {
             return Some(last);

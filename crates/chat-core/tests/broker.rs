@@ -13,7 +13,7 @@ use chat_core::{Broker, BrokerError, Engine, EventSink, RoomEvent};
 use support::Client;
 
 /// Loses the events whose seq is in `drop`, and holds back those in `hold`
-/// until the next event has gone through.
+/// until the next stored message's event has gone through.
 #[derive(Default)]
 struct Lossy {
     sink: Mutex<Option<Arc<dyn EventSink>>>,
@@ -32,13 +32,14 @@ impl Broker for Lossy {
         match event.seq {
             Some(s) if self.drop.contains(&s) => {}
             Some(s) if self.hold.contains(&s) => self.held.lock().unwrap().push(event),
-            _ => {
+            Some(_) => {
                 sink.deliver(event);
                 let held: Vec<_> = self.held.lock().unwrap().drain(..).collect();
                 for e in held {
                     sink.deliver(e);
                 }
             }
+            None => sink.deliver(event),
         }
         Ok(())
     }
@@ -105,4 +106,46 @@ async fn a_lost_last_event_is_recovered_by_resync() {
     sink.resync();
     alice.send("r", "m6").await;
     assert_eq!(bob.next_message().await.seq, 6);
+}
+
+/// Regression (found by `chat-bench churn`): a subscriber resuming while a
+/// stored message's event is still on its way must not make the room skip
+/// that event for the subscribers already live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_that_reads_ahead_of_the_broker_skips_nothing_for_others() {
+    // The event for seq 3 is held back until seq 4 has gone through: the
+    // store has 3 before the fan-out hears of it.
+    let broker = Arc::new(Lossy {
+        hold: [3].into(),
+        ..Lossy::default()
+    });
+    let e = Engine::builder()
+        .limits(support::limits())
+        .broker(broker)
+        .build()
+        .unwrap();
+    let mut alice = Client::signup(&e, "alice").await;
+    alice.create("r", "public").await;
+    let mut bob = Client::signup(&e, "bob").await;
+    bob.join("r").await;
+    bob.subscribe("r", None).await;
+    let mut carol = Client::signup(&e, "carol").await;
+    carol.join("r").await;
+    for i in 1..=3 {
+        alice.send("r", &format!("m{i}")).await;
+    }
+    // Carol resumes from 0: her replay reads 1..=3 from the store, while the
+    // event of 3 is still on its way.
+    carol.subscribe("r", Some(0)).await;
+    alice.send("r", "m4").await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(bob.next_message().await.seq);
+    }
+    assert_eq!(got, [1, 2, 3, 4], "bob, live all along, lost a message");
+    let mut carols = Vec::new();
+    for _ in 0..4 {
+        carols.push(carol.next_message().await.seq);
+    }
+    assert_eq!(carols, [1, 2, 3, 4]);
 }
