@@ -1,0 +1,161 @@
+//! Run with: `cargo run --release --example chat-bench -- fanout --spawn-server`
+//! (`-- --help` lists the scenarios and options).
+//!
+//! The project's load tool. It speaks the real protocol over WebSocket
+//! (default) or TLS TCP to a running chat server (`--http ADDR`,
+//! `--tcp ADDR --fingerprint FP`), or starts the release `chat-server`
+//! example itself (`--spawn-server`: free ports, a temporary data folder,
+//! rate limits lifted). Scenarios:
+//!
+//! - `fanout`: rooms x subscribers and publishers; deliveries/s, delivery
+//!   latency (send time is in the body), loss, duplicates, reorders.
+//! - `idle`: N subscribed connections at once; server KiB per connection.
+//! - `send`: durable sends with a window in flight; acks/s, ack latency.
+//! - `churn`: connect, auth, resume by `seq`, read, disconnect; connects/s
+//!   and whether every resume replayed exactly the missed messages.
+//!
+//! Each prints context lines starting with `#` and one `RESULT` line
+//! ending in `verdict=ok` or `verdict=FAIL` (loss, duplicates, reorders,
+//! failed connections, wrong resumes); the exit status is 1 on `FAIL`.
+
+use std::io::Write;
+
+#[path = "chat-bench/args.rs"]
+mod args;
+#[path = "chat-bench/churn.rs"]
+mod churn;
+#[path = "chat-bench/conn.rs"]
+mod conn;
+#[path = "chat-bench/fanout.rs"]
+mod fanout;
+#[path = "chat-bench/hist.rs"]
+mod hist;
+#[path = "chat-bench/idle.rs"]
+mod idle;
+#[path = "chat-bench/procinfo.rs"]
+mod procinfo;
+#[path = "chat-bench/send.rs"]
+mod send;
+#[path = "chat-bench/sender.rs"]
+mod sender;
+#[path = "chat-bench/setup.rs"]
+mod setup;
+#[path = "chat-bench/spawn.rs"]
+mod spawn;
+
+use args::{Opts, Scenario};
+
+fn main() -> std::process::ExitCode {
+    let opts = match Opts::parse(std::env::args().skip(1)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            let _ = write!(std::io::stdout(), "{}", args::HELP);
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("chat-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chat-bench: runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(opts)) {
+        Ok(line) => {
+            let _ = writeln!(std::io::stdout(), "{line}");
+            if line.contains("verdict=FAIL") {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("chat-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(o: Opts) -> Result<String, String> {
+    let _ = conn::now_us();
+    let spawned = if o.spawn_server {
+        Some(spawn::SpawnedServer::start(o.server_bin.as_deref(), &o.server_args).await?)
+    } else {
+        None
+    };
+    let pid = spawned
+        .as_ref()
+        .map(|s| s.pid)
+        .or(o.server_pid)
+        .map(|p| p.to_string());
+    let (http, tcp, fp) = match &spawned {
+        Some(s) => (
+            Some(s.http.clone()),
+            s.tcp.clone(),
+            o.fingerprint.clone().or_else(|| s.fingerprint.clone()),
+        ),
+        None => (o.http.clone(), o.tcp.clone(), o.fingerprint.clone()),
+    };
+    let say = |s: String| {
+        let _ = writeln!(std::io::stdout(), "# {s}");
+    };
+    say(format!(
+        "chat-bench {} transport={} server http={} tcp={} pid={}",
+        o.scenario.name(),
+        o.transport.name(),
+        http.as_deref().unwrap_or("-"),
+        tcp.as_deref().unwrap_or("-"),
+        pid.as_deref().unwrap_or("?"),
+    ));
+    say(format!(
+        "open files (bench process): {}; load average before: {}",
+        procinfo::open_files_limit(),
+        procinfo::loadavg()
+    ));
+    let target = setup::target(&o, http.as_deref(), tcp.as_deref(), fp.as_deref())?;
+    let world = setup::world(target, o.users, o.rooms).await?;
+    let server_cpu = pid.as_deref().map(procinfo::CpuSnapshot::take);
+    let client_cpu = procinfo::CpuSnapshot::take("self");
+    let rss_before = pid.as_deref().and_then(procinfo::rss_kib);
+    let result = match o.scenario {
+        Scenario::Fanout => fanout::run(&o, &world).await,
+        Scenario::Idle => idle::run(&o, &world, pid.as_deref()).await,
+        Scenario::Send => send::run(&o, &world).await,
+        Scenario::Churn => churn::run(&o, &world).await,
+    };
+    if let Some(cpu) = &server_cpu {
+        say(format!("server {}", cpu.report()));
+    }
+    say(format!("bench  {}", client_cpu.report()));
+    if let Some(pid) = pid.as_deref() {
+        let kib = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+        say(format!(
+            "server rss: {} KiB at start of the scenario, {} KiB now, peak {} KiB",
+            kib(rss_before),
+            kib(procinfo::rss_kib(pid)),
+            kib(procinfo::status_kib(pid, "VmHWM")),
+        ));
+    }
+    say(format!(
+        "bench rss: {} KiB; load average after: {}",
+        procinfo::rss_kib("self").unwrap_or(0),
+        procinfo::loadavg()
+    ));
+    if let Some(s) = spawned {
+        say(s.stop().await);
+    }
+    let line = result?;
+    Ok(format!(
+        "RESULT {} transport={} {line}",
+        o.scenario.name(),
+        o.transport.name()
+    ))
+}
