@@ -1,5 +1,5 @@
 //! Run with (a PostgreSQL server reachable at the URL; see
-//! BENCHMARKS-scale.md for a throw-away one):
+//! BENCHMARKS.md for a throw-away one):
 //!   cargo run --release -p chat-store-postgres --example append -- postgres://postgres@127.0.0.1:54330/chat 20000 16 8
 //!
 //! Appends N messages with C concurrent writers spread over R rooms to a

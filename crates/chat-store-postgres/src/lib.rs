@@ -80,7 +80,7 @@
 //! The cost: one room takes at most about one append per commit flush
 //! (the lock is held through the flush), around a thousand or two a second
 //! on ordinary disks; different rooms append in parallel and share flushes
-//! (see `BENCHMARKS-scale.md` in the repository).
+//! (see `BENCHMARKS.md` in the repository).
 //!
 //! # Ack means durable
 //!

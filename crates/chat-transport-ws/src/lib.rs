@@ -70,7 +70,7 @@
 //! # Why tokio-tungstenite?
 //!
 //! Measured against fastwebsockets on the same hyper stack
-//! (`examples/ws_compare.rs`, figures in `BENCHMARKS-ws.md`): equal fan-out
+//! (`examples/ws_compare.rs`, figures in `BENCHMARKS.md`): equal fan-out
 //! throughput, and less memory per idle connection because its read buffer
 //! size is a setting (fastwebsockets allocates 8 KiB per connection up
 //! front). Outgoing frames are passed as raw text frames, so the engine's
