@@ -12,6 +12,9 @@
 #[path = "../crates/chat-store-postgres/tests/support/postgres.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod postgres;
+#[path = "../crates/chat-broker-redis/tests/support/proxy.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod proxy;
 #[path = "../crates/chat-broker-redis/tests/support/redis.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod redis;
@@ -21,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chat_core::{ClientFrame, Request, ServerFrame};
-use support::{Client, Server};
+use support::{code, Client, Server};
 
 /// Three (or `n`) nodes sharing one Redis and one PostgreSQL schema.
 struct Cluster {
@@ -31,16 +34,21 @@ struct Cluster {
 }
 
 async fn cluster(n: usize) -> Option<Cluster> {
+    let pg = postgres::shared().await?;
+    cluster_via(n, pg.url()).await
+}
+
+/// A cluster whose nodes reach PostgreSQL at `pg_url`.
+async fn cluster_via(n: usize, pg_url: String) -> Option<Cluster> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let redis = redis::RedisServer::start()?;
-    let pg = postgres::shared().await?;
     let schema = format!("multinode{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let files = tempfile::tempdir().unwrap();
     let args = [
         "--redis".to_owned(),
         redis.url(),
         "--postgres".to_owned(),
-        pg.url(),
+        pg_url,
         "--postgres-schema".to_owned(),
         schema,
         "--files-dir".to_owned(),
@@ -321,4 +329,78 @@ async fn a_redis_restart_recovers_by_itself() {
         })
         .collect();
     assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_means_errors_never_false_acks_and_recovery_by_itself() {
+    let Some(pg) = postgres::shared().await else {
+        return;
+    };
+    // The nodes reach PostgreSQL through a proxy the test can cut.
+    let proxy = proxy::Proxy::start(format!("127.0.0.1:{}", pg.port()).parse().unwrap()).await;
+    let url = format!("postgres://postgres@{}/chat", proxy.addr());
+    let Some(c) = cluster_via(2, url).await else {
+        return;
+    };
+    let mut alice = Client::ws(&c.nodes[0]).await;
+    alice.signup("alice").await;
+    alice
+        .ok(ClientFrame::CreateRoom {
+            room: "r".into(),
+            kind: "public".into(),
+            topic: String::new(),
+        })
+        .await;
+    let mut bob = Client::tcp(&c.nodes[1]).await;
+    bob.signup("bob").await;
+    bob.ok(ClientFrame::Join { room: "r".into() }).await;
+    bob.subscribe("r", None).await;
+    alice
+        .ok(ClientFrame::Send {
+            room: "r".into(),
+            body: "before".into(),
+            client_id: None,
+        })
+        .await;
+    assert_eq!(bob.messages(1).await[0].body, "before");
+
+    proxy.cut();
+    // While the database is gone: an error for each send, never an ack.
+    for i in 0..3 {
+        let r = alice
+            .call(ClientFrame::Send {
+                room: "r".into(),
+                body: format!("lost {i}"),
+                client_id: None,
+            })
+            .await;
+        assert_eq!(code(&r), Some(chat_core::ErrorCode::StoreFailed), "{r:?}");
+    }
+    // The node itself keeps answering.
+    assert!(matches!(
+        alice.call(ClientFrame::Ping).await,
+        ServerFrame::Pong { .. }
+    ));
+
+    proxy.restore();
+    // The pool reconnects by itself; retry (with one client id) until the
+    // send is acknowledged.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let seq = loop {
+        let r = alice
+            .call(ClientFrame::Send {
+                room: "r".into(),
+                body: "after".into(),
+                client_id: Some("after-1".into()),
+            })
+            .await;
+        if let ServerFrame::Ack { seq, .. } = r {
+            break seq;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no recovery: {r:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(seq, 2, "nothing from the outage was stored");
+    let got = bob.messages(1).await;
+    assert_eq!((got[0].seq, got[0].body.as_str()), (2, "after"));
 }

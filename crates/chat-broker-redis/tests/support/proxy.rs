@@ -73,6 +73,11 @@ impl Proxy {
         }
     }
 
+    /// The proxy's own address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self) -> String {
         format!("redis://{}/", self.addr)
     }
