@@ -637,6 +637,38 @@ pub enum ServerFrame {
     },
 }
 
+impl ServerFrame {
+    /// The request id this frame answers, if it is a reply (events carry
+    /// none). Clients match replies to requests with it.
+    pub fn reply_id(&self) -> Option<u64> {
+        match self {
+            ServerFrame::Authed { id, .. }
+            | ServerFrame::Ok { id }
+            | ServerFrame::Room { id, .. }
+            | ServerFrame::Rooms { id, .. }
+            | ServerFrame::Members { id, .. }
+            | ServerFrame::Ack { id, .. }
+            | ServerFrame::History { id, .. }
+            | ServerFrame::Subscribed { id, .. }
+            | ServerFrame::Suggestions { id, .. }
+            | ServerFrame::UploadReady { id, .. }
+            | ServerFrame::FileChunk { id, .. }
+            | ServerFrame::Files { id, .. }
+            | ServerFrame::Pong { id }
+            | ServerFrame::Error { id, .. } => *id,
+            ServerFrame::Hello { .. }
+            | ServerFrame::Message { .. }
+            | ServerFrame::MemberEvent { .. }
+            | ServerFrame::Presence { .. }
+            | ServerFrame::Typing { .. }
+            | ServerFrame::BotDelta { .. }
+            | ServerFrame::BotDone { .. }
+            | ServerFrame::Mention { .. }
+            | ServerFrame::Closing { .. } => None,
+        }
+    }
+}
+
 /// Why a client frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -1045,6 +1077,24 @@ mod tests {
         let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let err = Codec::new(1 << 20).decode_str(&text).unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn replies_name_their_request_and_events_do_not() {
+        let ack = ServerFrame::Ack {
+            id: Some(3),
+            room: "r".into(),
+            seq: 1,
+            client_id: None,
+            duplicate: false,
+        };
+        assert_eq!(ack.reply_id(), Some(3));
+        assert_eq!(ServerFrame::Ok { id: None }.reply_id(), None);
+        let typing = ServerFrame::Typing {
+            room: "r".into(),
+            user: "a".into(),
+        };
+        assert_eq!(typing.reply_id(), None);
     }
 
     #[test]

@@ -158,23 +158,7 @@ impl Client {
 }
 
 pub fn frame_id(f: &ServerFrame) -> Option<u64> {
-    match f {
-        ServerFrame::Authed { id, .. }
-        | ServerFrame::Ok { id }
-        | ServerFrame::Room { id, .. }
-        | ServerFrame::Rooms { id, .. }
-        | ServerFrame::Members { id, .. }
-        | ServerFrame::Ack { id, .. }
-        | ServerFrame::History { id, .. }
-        | ServerFrame::Subscribed { id, .. }
-        | ServerFrame::Suggestions { id, .. }
-        | ServerFrame::UploadReady { id, .. }
-        | ServerFrame::FileChunk { id, .. }
-        | ServerFrame::Files { id, .. }
-        | ServerFrame::Pong { id }
-        | ServerFrame::Error { id, .. } => *id,
-        _ => None,
-    }
+    f.reply_id()
 }
 
 pub fn error_code(f: &ServerFrame) -> Option<ErrorCode> {

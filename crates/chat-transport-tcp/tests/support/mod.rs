@@ -143,23 +143,7 @@ pub async fn signed_up(server: &TestServer, user: &str) -> Client {
 
 /// The id a reply echoes, if it is a reply.
 pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
-    match frame {
-        ServerFrame::Authed { id, .. }
-        | ServerFrame::Ok { id }
-        | ServerFrame::Room { id, .. }
-        | ServerFrame::Rooms { id, .. }
-        | ServerFrame::Members { id, .. }
-        | ServerFrame::Ack { id, .. }
-        | ServerFrame::History { id, .. }
-        | ServerFrame::Subscribed { id, .. }
-        | ServerFrame::Suggestions { id, .. }
-        | ServerFrame::UploadReady { id, .. }
-        | ServerFrame::FileChunk { id, .. }
-        | ServerFrame::Files { id, .. }
-        | ServerFrame::Pong { id }
-        | ServerFrame::Error { id, .. } => *id,
-        _ => None,
-    }
+    frame.reply_id()
 }
 
 /// Sends `frame` with request id `id` and returns its reply (or error),

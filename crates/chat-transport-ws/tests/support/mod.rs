@@ -254,23 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 }
 
 pub fn frame_id(f: &ServerFrame) -> Option<u64> {
-    match f {
-        ServerFrame::Authed { id, .. }
-        | ServerFrame::Ok { id }
-        | ServerFrame::Room { id, .. }
-        | ServerFrame::Rooms { id, .. }
-        | ServerFrame::Members { id, .. }
-        | ServerFrame::Ack { id, .. }
-        | ServerFrame::History { id, .. }
-        | ServerFrame::Subscribed { id, .. }
-        | ServerFrame::Suggestions { id, .. }
-        | ServerFrame::Pong { id }
-        | ServerFrame::UploadReady { id, .. }
-        | ServerFrame::FileChunk { id, .. }
-        | ServerFrame::Files { id, .. }
-        | ServerFrame::Error { id, .. } => *id,
-        _ => None,
-    }
+    f.reply_id()
 }
 
 /// An HTTP response as the tests see it.
