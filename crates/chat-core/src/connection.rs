@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::engine::{now_ms, user_channel, Checked, Engine, PendingUpload};
 use crate::error::{EngineError, ErrorCode};
+use crate::fanout::Activation;
 use crate::limits::AdmissionPermit;
 use crate::protocol::{
     BotTask, ClientFrame, Codec, Cursor, FileInfo, MemberChange, MemberInfo, Presence, Request,
@@ -669,6 +670,9 @@ impl Connection {
                             message: format!("{}: {}", cursor.room, e.message()),
                         },
                     };
+                    // The replay may have left the queue full: wait for room
+                    // rather than lag the client out with its own reply.
+                    self.session.writable().await;
                     if self.session.is_closed() {
                         break;
                     }
@@ -870,38 +874,58 @@ impl Connection {
             // Live only: start after whatever is stored now.
             None => inner.store.last_seq(room).await?,
         };
-        if cursor.last_seq.is_some() {
+        // Replay from the store (only with a cursor), then go live; if live
+        // events overflowed the catch-up buffer meanwhile, replay on from
+        // the store and try again.
+        let mut replay = cursor.last_seq.is_some();
+        loop {
+            if replay {
+                replayed = self.replay(room, replayed).await?;
+            }
             loop {
-                let page = inner
-                    .store
-                    .history(room, HistoryQuery::after(replayed, REPLAY_PAGE))
-                    .await?;
-                let n = page.len();
-                for message in page {
-                    self.session.writable().await;
-                    if self.session.is_closed() {
-                        return Err(EngineError::new(
-                            ErrorCode::Lagged,
-                            "session closed during replay",
-                        ));
+                match inner.fanout.activate(room, self.session.id(), replayed) {
+                    Activation::Live(last_seq) => {
+                        return Ok(ServerFrame::Subscribed {
+                            id,
+                            room: room.to_owned(),
+                            last_seq,
+                        })
                     }
-                    replayed = message.seq;
-                    Engine::send_to(&self.session, &ServerFrame::Message { message });
-                }
-                if n < REPLAY_PAGE as usize {
-                    break;
+                    Activation::Pending => self.session.writable().await,
+                    Activation::Replay => break,
+                    Activation::Gone => {
+                        self.subs.remove(room);
+                        return Err(EngineError::new(ErrorCode::Lagged, "lagged during replay"));
+                    }
                 }
             }
+            replay = true;
         }
-        match inner.fanout.activate(room, self.session.id(), replayed) {
-            Some(last_seq) => Ok(ServerFrame::Subscribed {
-                id,
-                room: room.to_owned(),
-                last_seq,
-            }),
-            None => {
-                self.subs.remove(room);
-                Err(EngineError::new(ErrorCode::Lagged, "lagged during replay"))
+    }
+
+    /// Sends every stored message of `room` after `from`, paced by the
+    /// session's queue; returns the newest `seq` sent.
+    async fn replay(&self, room: &str, mut from: u64) -> Result<u64, EngineError> {
+        loop {
+            let page = self
+                .engine
+                .store()
+                .history(room, HistoryQuery::after(from, REPLAY_PAGE))
+                .await?;
+            let n = page.len();
+            for message in page {
+                self.session.writable().await;
+                if self.session.is_closed() {
+                    return Err(EngineError::new(
+                        ErrorCode::Lagged,
+                        "session closed during replay",
+                    ));
+                }
+                from = message.seq;
+                Engine::send_to(&self.session, &ServerFrame::Message { message });
+            }
+            if n < REPLAY_PAGE as usize {
+                return Ok(from);
             }
         }
     }

@@ -10,7 +10,9 @@
 //!
 //! A subscriber starts in *catch-up*: live events are buffered while the
 //! engine replays history from the store, then [`Fanout::activate`] flushes
-//! the buffer past what the replay delivered (invariant 3).
+//! the buffer past what the replay delivered (invariant 3). The buffer is
+//! bounded; when live events overflow it, it is dropped and the replay goes
+//! on from the store, so a slow but live reader is paced, never lagged out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -41,6 +43,9 @@ struct Sub {
     last_seq: u64,
     /// `Some` while the subscriber is catching up.
     buffer: Option<Vec<RoomEvent>>,
+    /// The catch-up buffer overflowed and was dropped; the subscriber
+    /// replays on from the store instead.
+    overflowed: bool,
 }
 
 struct RoomSubs {
@@ -52,6 +57,20 @@ struct RoomSubs {
     pending: BTreeMap<u64, RoomEvent>,
     gap_fill_scheduled: bool,
     subs: HashMap<SessionId, Sub>,
+}
+
+/// The outcome of [`Fanout::activate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// Live; the newest `seq` delivered so far.
+    Live(u64),
+    /// The queue is full: wait until the session is writable, then again.
+    Pending,
+    /// Live events overflowed the catch-up buffer (they were dropped):
+    /// replay on from the store, then call again.
+    Replay,
+    /// The subscriber is gone (closed, lagged or unsubscribed).
+    Gone,
 }
 
 pub(crate) struct Fanout {
@@ -130,6 +149,7 @@ impl Fanout {
                     user,
                     last_seq: 0,
                     buffer: Some(Vec::new()),
+                    overflowed: false,
                 },
             )
             .is_none()
@@ -167,6 +187,7 @@ impl Fanout {
                     user: None,
                     last_seq: 0,
                     buffer: None,
+                    overflowed: false,
                 },
             )
             .is_none()
@@ -176,26 +197,49 @@ impl Fanout {
     }
 
     /// Ends catch-up: delivers the buffered events newer than `replayed`
-    /// (the newest `seq` the replay sent) and goes live. Returns the newest
-    /// `seq` delivered, or `None` if the subscriber lagged (or is gone).
-    pub(crate) fn activate(&self, room: &str, id: SessionId, replayed: u64) -> Option<u64> {
-        let entry = self.entry(room)?;
+    /// (the newest `seq` the replay sent) and goes live. The session's queue
+    /// may be too full for the whole buffer: then what fits is delivered,
+    /// the rest stays buffered, and [`Activation::Pending`] asks the caller
+    /// to wait for room and call again.
+    pub(crate) fn activate(&self, room: &str, id: SessionId, replayed: u64) -> Activation {
+        let Some(entry) = self.entry(room) else {
+            return Activation::Gone;
+        };
         let mut guard = lock(&entry);
         let subs = &mut *guard;
-        let sub = subs.subs.get_mut(&id)?;
+        let Some(sub) = subs.subs.get_mut(&id) else {
+            return Activation::Gone;
+        };
         sub.last_seq = sub.last_seq.max(replayed);
-        let mut ok = true;
-        for ev in sub.buffer.take().unwrap_or_default() {
-            ok = match ev.seq {
-                Some(s) if s <= sub.last_seq => continue,
-                Some(s) => {
-                    sub.last_seq = s;
-                    sub.session.deliver(ev.frame).is_ok()
+        if sub.overflowed {
+            sub.overflowed = false;
+            sub.buffer = Some(Vec::new());
+            return Activation::Replay;
+        }
+        let mut buf = sub.buffer.take().unwrap_or_default();
+        let mut done = 0;
+        while done < buf.len() {
+            let ev = &buf[done];
+            if ev.seq.is_some_and(|s| s <= sub.last_seq) {
+                done += 1;
+                continue;
+            }
+            match sub.session.deliver(ev.frame.clone()) {
+                Ok(()) => {
+                    if let Some(s) = ev.seq {
+                        sub.last_seq = s;
+                    }
+                    done += 1;
                 }
-                None => sub.session.deliver(ev.frame).is_ok(),
-            };
-            if !ok {
-                break;
+                Err(_) if sub.session.is_closed() => {
+                    self.drop_lagged(subs, &[id]);
+                    return Activation::Gone;
+                }
+                Err(_) => {
+                    buf.drain(..done);
+                    sub.buffer = Some(buf);
+                    return Activation::Pending;
+                }
             }
         }
         // The room's next seq is left alone: the replay may have read
@@ -203,12 +247,7 @@ impl Fanout {
         // already live need those events. This subscriber's own `last_seq`
         // drops them for it; a seq published before the room's entry existed
         // is filled from the store like any other gap.
-        let last = sub.last_seq;
-        if ok {
-            return Some(last);
-        }
-        self.drop_lagged(subs, &[id]);
-        None
+        Activation::Live(sub.last_seq)
     }
 
     /// Removes a subscriber.
@@ -251,10 +290,16 @@ impl Fanout {
         let mut delivered = 0u64;
         for (id, sub) in subs.subs.iter_mut() {
             if let Some(buf) = sub.buffer.as_mut() {
+                if sub.overflowed {
+                    continue;
+                }
                 if buf.len() < self.settings.catch_up_buffer {
                     buf.push(ev.clone());
                 } else {
-                    lagged.push(*id);
+                    // Bounded: drop the buffer; the stored messages in it
+                    // are read again from the store before going live.
+                    buf.clear();
+                    sub.overflowed = true;
                 }
                 continue;
             }

@@ -349,3 +349,63 @@ async fn admission_refuses_with_server_busy() {
     drop(b);
     assert!(e.admit().await.is_ok(), "a slot frees when a client leaves");
 }
+
+/// Regression (flaked in CI): events buffered during a replay through a
+/// small queue must wait for room, not lag the client out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_during_a_paced_replay_wait_for_room() {
+    let e = Engine::builder()
+        .limits(support::limits().max_queue_frames(8))
+        .build()
+        .unwrap();
+    let mut alice = Client::signup(&e, "alice").await;
+    alice.create("r", "public").await;
+    for i in 1..=60 {
+        alice.send("r", &format!("m{i}")).await;
+    }
+    let mut bob = Client::signup(&e, "bob").await;
+    bob.join("r").await;
+    let Client {
+        mut conn, mut rx, ..
+    } = bob;
+    let subscribing = tokio::spawn(async move {
+        conn.handle(chat_core::Request {
+            id: Some(99),
+            frame: ClientFrame::Subscribe {
+                rooms: vec![chat_core::Cursor {
+                    room: "r".into(),
+                    last_seq: Some(0),
+                }],
+            },
+        })
+        .await;
+        conn
+    });
+    // Read slowly; once the replay is under way, alice posts ten more, which
+    // land in bob's catch-up buffer.
+    let mut seqs = Vec::new();
+    let mut subscribed = false;
+    let mut posted = false;
+    while !(subscribed && seqs.len() == 70) {
+        if !posted && seqs.len() >= 20 {
+            for i in 61..=70 {
+                alice.send("r", &format!("m{i}")).await;
+            }
+            posted = true;
+        }
+        let mut buf = Vec::new();
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv_many(&mut buf, 1)).await;
+        assert_eq!(got.expect("replay stalled"), chat_core::Recv::Frames);
+        for bytes in buf {
+            match chat_core::Codec::decode_server(&bytes).unwrap() {
+                ServerFrame::Message { message } => seqs.push(message.seq),
+                ServerFrame::Subscribed { .. } => subscribed = true,
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _conn = subscribing.await.unwrap();
+    assert_eq!(seqs, (1..=70).collect::<Vec<_>>());
+    assert!(rx.closed().is_none(), "bob was disconnected");
+}
