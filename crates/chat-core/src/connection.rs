@@ -222,17 +222,12 @@ impl Connection {
         id: Option<u64>,
         token: &str,
     ) -> Result<ServerFrame, EngineError> {
-        let user = self.engine.authenticate(token).await?;
-        let rec = self
-            .engine
-            .store()
-            .token(&auth::hash_token(token))
-            .await?
-            .ok_or_else(|| EngineError::new(ErrorCode::InvalidToken, "unknown or revoked token"))?;
-        self.set_user(user.clone(), rec.token_hash);
+        // One store read: the record carries the user, hash and expiry.
+        let rec = self.engine.token_record(token).await?;
+        self.set_user(rec.user.clone(), rec.token_hash);
         Ok(ServerFrame::Authed {
             id,
-            user,
+            user: rec.user,
             token: token.to_owned(),
             expires_at: rec.expires_at,
         })

@@ -392,6 +392,14 @@ impl Engine {
 
     /// The user a token belongs to, if it is valid.
     pub async fn authenticate(&self, token: &str) -> Result<String, EngineError> {
+        Ok(self.token_record(token).await?.user)
+    }
+
+    /// The stored record of a valid token; an expired one is deleted.
+    pub(crate) async fn token_record(
+        &self,
+        token: &str,
+    ) -> Result<crate::TokenRecord, EngineError> {
         let hash = crate::auth::hash_token(token);
         let rec =
             self.inner.store.token(&hash).await?.ok_or_else(|| {
@@ -401,7 +409,7 @@ impl Engine {
             let _ = self.inner.store.delete_token(&hash).await;
             return Err(EngineError::new(ErrorCode::TokenExpired, "token expired"));
         }
-        Ok(rec.user)
+        Ok(rec)
     }
 
     /// Creates a room owned by the server if it does not exist yet, and
