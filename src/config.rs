@@ -149,6 +149,21 @@ const SPECS: &[Spec] = &[
         help: "total bytes one user may upload",
     },
     Spec {
+        key: "bot-concurrency",
+        default: "64",
+        help: "bot replies being written at once (all bots)",
+    },
+    Spec {
+        key: "llm-concurrency",
+        default: "8",
+        help: "requests the LLM bot has open to its endpoint at once",
+    },
+    Spec {
+        key: "write-coalesce-ms",
+        default: "0",
+        help: "WebSocket: wait this long for more frames before a write (fan-out batching)",
+    },
+    Spec {
         key: "rate-burst",
         default: "20",
         help: "messages a user may send in a burst",
@@ -220,6 +235,12 @@ pub struct Config {
     pub max_file_bytes: u64,
     /// Upload quota per user.
     pub file_quota_bytes: u64,
+    /// Bot replies in progress at once.
+    pub bot_concurrency: usize,
+    /// LLM requests open at once.
+    pub llm_concurrency: usize,
+    /// How long a WebSocket writer gathers frames before writing.
+    pub write_coalesce: Duration,
     /// Rate limit burst.
     pub rate_burst: u32,
     /// Rate limit per second.
@@ -434,6 +455,9 @@ fn build(get: impl Fn(&str) -> String) -> Result<Config, ConfigError> {
         max_message_bytes: num(&get, "max-message-bytes")?,
         max_file_bytes: num(&get, "max-file-bytes")?,
         file_quota_bytes: num(&get, "file-quota-bytes")?,
+        bot_concurrency: num(&get, "bot-concurrency")?,
+        llm_concurrency: num(&get, "llm-concurrency")?,
+        write_coalesce: Duration::from_millis(num(&get, "write-coalesce-ms")?),
         rate_burst: num(&get, "rate-burst")?,
         rate_per_second: num(&get, "rate-per-second")?,
         shutdown_grace: Duration::from_secs(num(&get, "shutdown-grace")?),

@@ -98,7 +98,8 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
         .max_sessions(config.max_sessions)
         .max_message_bytes(config.max_message_bytes)
         .rate_burst(config.rate_burst)
-        .rate_messages(config.rate_per_second);
+        .rate_messages(config.rate_per_second)
+        .bot_concurrency(config.bot_concurrency);
     let mut builder = Engine::builder()
         .store_arc(store)
         .limits(limits)
@@ -112,7 +113,8 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
     if config.openai_api_key.is_some() || config.openai_base_url.is_some() {
         let mut s = chat_llm_openai::OpenAiSettings::default()
             .name(config.llm_name.clone())
-            .model(config.openai_model.clone());
+            .model(config.openai_model.clone())
+            .max_concurrency(config.llm_concurrency);
         if let Some(url) = &config.openai_base_url {
             s = s.base_url(url.clone());
         }
@@ -177,7 +179,8 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
         .await
         .map_err(io(format!("bind {}", config.http)))?;
     let http = http_listener.local_addr().map_err(io("local address"))?;
-    let mut ws_settings = chat_transport_ws::WsSettings::default();
+    let mut ws_settings =
+        chat_transport_ws::WsSettings::default().write_coalesce(config.write_coalesce);
     if config.https {
         ws_settings = ws_settings.tls(tls.clone());
     }

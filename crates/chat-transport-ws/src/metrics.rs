@@ -56,6 +56,18 @@ impl Drop for GaugeGuard<'_> {
 }
 
 impl TransportStats {
+    /// Counts one more open HTTP connection, to be taken down by hand
+    /// ([`TransportStats::connection_closed`]): for a connection handed
+    /// from one task to another.
+    pub(crate) fn connection_opened(&self) {
+        self.http_connections.inc();
+    }
+
+    /// Takes down a count made by [`TransportStats::connection_opened`].
+    pub(crate) fn connection_closed(&self) {
+        self.http_connections.dec();
+    }
+
     /// Counts an open HTTP connection while the guard lives.
     pub(crate) fn http_connection(&self) -> GaugeGuard<'_> {
         self.http_connections.inc();

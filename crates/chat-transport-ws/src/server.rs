@@ -1,7 +1,13 @@
 //! The accept loop and one HTTP connection's life: optional TLS handshake,
-//! HTTP/1.1 with upgrades, then (for `GET /ws`) the WebSocket session in
-//! the same task. Shutdown as in mini-redis: a `watch` tells every
+//! HTTP/1.1 with upgrades, then (for `GET /ws`) the WebSocket session in a
+//! task of its own. Shutdown as in mini-redis: a `watch` tells every
 //! connection, and `serve` waits (bounded) for them all.
+//!
+//! The session gets its own task because a tokio task's allocation is as
+//! large as its future's largest state for the whole of its life: run in
+//! the HTTP task, an idle WebSocket would keep hyper's connection state's
+//! room (about 9 KiB) for hours. The HTTP task returns the upgraded
+//! connection to the accept loop, which spawns the session.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,7 +82,7 @@ where
         shutdown: stop_rx,
     });
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
-    let mut tasks = JoinSet::new();
+    let mut tasks: JoinSet<Option<Upgraded>> = JoinSet::new();
     let mut engine_down = engine.shutdown_signal();
     let stop = async {
         tokio::select! {
@@ -88,34 +94,35 @@ where
     tracing::info!(addr = ?listener.local_addr().ok(), tls = shared.tls.is_some(), "serving HTTP and WebSocket");
 
     let mut backoff = Duration::from_millis(5);
+    // A slot under `max_connections`, taken before accepting.
+    let mut slot: Option<OwnedSemaphorePermit> = None;
     let result = loop {
-        let permit = tokio::select! {
+        tokio::select! {
             biased;
             () = &mut stop => break Ok(()),
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                start_session(&mut tasks, done);
+            }
+            p = limit.clone().acquire_owned(), if slot.is_none() => match p {
+                Ok(p) => slot = Some(p),
                 Err(_) => break Ok(()),
             },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut stop => break Ok(()),
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                backoff = Duration::from_millis(5);
-                let shared = shared.clone();
-                let span = tracing::debug_span!("conn", %peer);
-                tasks.spawn(connection(shared, tcp, peer, permit).instrument(span));
-            }
-            Err(e) if is_transient(&e) => {
-                tracing::warn!(error = %e, "accept failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => break Err(Error::Listener(e)),
+            accepted = listener.accept(), if slot.is_some() => match accepted {
+                Ok((tcp, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    if let Some(permit) = slot.take() {
+                        let shared = shared.clone();
+                        let span = tracing::debug_span!("conn", %peer);
+                        tasks.spawn(connection(shared, tcp, peer, permit).instrument(span));
+                    }
+                }
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => break Err(Error::Listener(e)),
+            },
         }
     };
     drop(listener);
@@ -128,7 +135,11 @@ where
     let s = &shared.settings;
     let engine_result = engine.shutdown(s.shutdown_grace).await;
     let drained = tokio::time::timeout(s.close_timeout, async {
-        while tasks.join_next().await.is_some() {}
+        // An upgrade that lands now still gets its session, which closes
+        // it properly (1001, going away).
+        while let Some(done) = tasks.join_next().await {
+            start_session(&mut tasks, done);
+        }
     })
     .await;
     if drained.is_err() {
@@ -141,6 +152,55 @@ where
     tracing::info!("server stopped");
     result?;
     engine_result.map_err(Error::Shutdown)
+}
+
+/// A WebSocket upgrade handed back by an HTTP connection's task, with the
+/// connection's slot under `max_connections`. It keeps the connection in
+/// the `chat_http_connections` gauge until the session ends (dropped).
+struct Upgraded {
+    /// Taken by the session task.
+    pending: Option<PendingWs>,
+    /// Held until the session ends.
+    _permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+}
+
+impl Upgraded {
+    fn new(pending: PendingWs, permit: OwnedSemaphorePermit, shared: Arc<Shared>) -> Self {
+        shared.stats.connection_opened();
+        Upgraded {
+            pending: Some(pending),
+            _permit: permit,
+            shared,
+        }
+    }
+}
+
+impl Drop for Upgraded {
+    fn drop(&mut self) {
+        self.shared.stats.connection_closed();
+    }
+}
+
+/// Spawns the WebSocket session of a finished HTTP task that upgraded.
+fn start_session(
+    tasks: &mut JoinSet<Option<Upgraded>>,
+    done: Result<Option<Upgraded>, tokio::task::JoinError>,
+) {
+    if let Ok(Some(mut up)) = done {
+        let peer = up.pending.as_ref().map(PendingWs::peer);
+        let span = tracing::debug_span!("ws", ?peer);
+        tasks.spawn(
+            async move {
+                if let Some(pending) = up.pending.take() {
+                    crate::ws::run(up.shared.clone(), pending).await;
+                }
+                drop(up);
+                None
+            }
+            .instrument(span),
+        );
+    }
 }
 
 /// Waits until the watched flag is true (forever if its sender is gone).
@@ -168,15 +228,17 @@ fn is_transient(e: &std::io::Error) -> bool {
     )
 }
 
+/// One accepted connection up to the end of its HTTP phase: the upgraded
+/// WebSocket, if a request asked for one, is returned with the permit.
 async fn connection(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
-    let _open = shared.stats.http_connection();
+    permit: OwnedSemaphorePermit,
+) -> Option<Upgraded> {
+    let open = shared.stats.http_connection();
     let _ = tcp.set_nodelay(true);
-    match shared.tls.clone() {
+    let pending = match shared.tls.clone() {
         None => http(shared.clone(), tcp, peer).await,
         Some(acceptor) => {
             let timeout = shared.settings.handshake_timeout;
@@ -185,19 +247,25 @@ async fn connection(
                 Ok(Err(e)) => {
                     shared.stats.tls_failures.inc();
                     tracing::info!(error = %e, "TLS handshake failed");
+                    None
                 }
                 Err(_) => {
                     shared.stats.tls_failures.inc();
                     tracing::info!("TLS handshake timed out");
+                    None
                 }
             }
         }
-    }
+    };
+    // Counted by the hand-over before this task's own count goes.
+    let upgraded = pending.map(|pending| Upgraded::new(pending, permit, shared.clone()));
+    drop(open);
+    upgraded
 }
 
-/// Serves HTTP/1.1 on one connection; when a request upgraded it to a
-/// WebSocket, runs that session once hyper has handed the socket over.
-async fn http<I>(shared: Arc<Shared>, io: I, peer: SocketAddr)
+/// Serves HTTP/1.1 on one connection; returns the WebSocket upgrade a
+/// request asked for, if any.
+async fn http<I>(shared: Arc<Shared>, io: I, peer: SocketAddr) -> Option<PendingWs>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -218,7 +286,6 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(shared.settings.header_read_timeout)
         .keep_alive(true);
-    // Boxed so that its state is freed before a long WebSocket session.
     let mut conn = Box::pin(
         builder
             .serve_connection(TokioIo::new(io), service)
@@ -240,7 +307,5 @@ where
     }
     drop(conn);
     let pending = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(pending) = pending {
-        crate::ws::run(shared, pending).await;
-    }
+    pending
 }

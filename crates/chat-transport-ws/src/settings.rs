@@ -38,6 +38,12 @@ pub struct WsSettings {
     pub max_write_buffer_bytes: usize,
     /// Most queued frames written in one batch (one flush). Default 64.
     pub write_batch_frames: usize,
+    /// How long a session's writer waits, once a frame is queued, for more
+    /// frames to write with it. Under fan-out each write then carries
+    /// several messages in one system call (the cost of a delivery is
+    /// mostly that call), at the price of up to this much added latency.
+    /// Zero writes at once. Default 0.
+    pub write_coalesce: Duration,
     /// Longest time to write one batch to a client; a client that does not
     /// read for this long is dropped. Default 30 s.
     pub write_timeout: Duration,
@@ -96,6 +102,7 @@ impl Default for WsSettings {
             write_buffer_bytes: 128 * 1024,
             max_write_buffer_bytes: 4 * 1024 * 1024,
             write_batch_frames: 64,
+            write_coalesce: Duration::ZERO,
             write_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
@@ -124,6 +131,7 @@ impl std::fmt::Debug for WsSettings {
             .field("write_buffer_bytes", &self.write_buffer_bytes)
             .field("max_write_buffer_bytes", &self.max_write_buffer_bytes)
             .field("write_batch_frames", &self.write_batch_frames)
+            .field("write_coalesce", &self.write_coalesce)
             .field("write_timeout", &self.write_timeout)
             .field("ping_interval", &self.ping_interval)
             .field("idle_timeout", &self.idle_timeout)
@@ -170,6 +178,8 @@ setters! {
     max_write_buffer_bytes: usize,
     /// Sets [`WsSettings::write_batch_frames`].
     write_batch_frames: usize,
+    /// Sets [`WsSettings::write_coalesce`].
+    write_coalesce: Duration,
     /// Sets [`WsSettings::write_timeout`].
     write_timeout: Duration,
     /// Sets [`WsSettings::ping_interval`].
@@ -233,6 +243,9 @@ impl WsSettings {
         }
         if self.write_batch_frames == 0 {
             return invalid("write_batch_frames", "must be at least 1");
+        }
+        if self.write_coalesce >= self.write_timeout {
+            return invalid("write_coalesce", "must be shorter than write_timeout");
         }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
             return invalid("idle_timeout", "must exceed a non-zero ping_interval");

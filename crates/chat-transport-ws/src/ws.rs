@@ -9,9 +9,12 @@
 //! encoded once by the engine, with only a 2-10 byte header built per
 //! send) and pings a quiet client.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chat_core::{
@@ -158,6 +161,13 @@ pub(crate) async fn upgrade(
     res
 }
 
+impl PendingWs {
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
 /// How a session ended.
 #[derive(Debug)]
 enum End {
@@ -220,7 +230,10 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
                 };
                 clock.touch();
                 match msg {
-                    Message::Text(text) => conn.handle_frame(text.as_bytes()).await,
+                    // Boxed: the handler's state (it may wait on the
+                    // store) lives only while a frame is handled, not in
+                    // every idle session's task.
+                    Message::Text(text) => Box::pin(conn.handle_frame(text.as_bytes())).await,
                     Message::Binary(data) => {
                         engine.metrics().bad_frames.inc();
                         tracing::info!(%peer, session, bytes = data.len(), "binary WebSocket message refused");
@@ -247,16 +260,17 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
                 tokio::select! {
                     r = rx.recv_many(&mut buf, s.write_batch_frames) => match r {
                         Recv::Frames => {
-                            let write = async {
-                                for frame in buf.drain(..) {
-                                    sink.feed(text_frame(frame)).await?;
+                            if !s.write_coalesce.is_zero() && buf.len() < s.write_batch_frames {
+                                tokio::time::sleep(s.write_coalesce).await;
+                                while buf.len() < s.write_batch_frames {
+                                    match rx.try_recv() {
+                                        Some(frame) => buf.push(frame),
+                                        None => break,
+                                    }
                                 }
-                                sink.flush().await
-                            };
-                            match tokio::time::timeout(s.write_timeout, write).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => return End::Gone(e.to_string()),
-                                Err(_) => return End::Gone("write timed out".to_owned()),
+                            }
+                            if let Err(end) = write_batch(&mut sink, &mut buf, s.write_timeout).await {
+                                return end;
                             }
                             if buf.capacity() > s.write_batch_frames {
                                 buf = Vec::new();
@@ -286,6 +300,31 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
     };
     finish(&shared, sink, stream, &end, peer, session).await;
     drop(conn);
+}
+
+/// Writes `frames` with one flush, bounded by `timeout`.
+async fn write_batch(
+    sink: &mut Sink,
+    frames: &mut Vec<Bytes>,
+    timeout: Duration,
+) -> Result<(), End> {
+    let write = async {
+        for frame in frames.drain(..) {
+            sink.feed(text_frame(frame)).await?;
+        }
+        sink.flush().await
+    };
+    tokio::pin!(write);
+    // Most writes finish at once: only a write that has to wait for the
+    // client pays for a timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let done = match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => tokio::time::timeout(timeout, write)
+            .await
+            .map_err(|_| End::Gone("write timed out".to_owned()))?,
+    };
+    done.map_err(|e| End::Gone(e.to_string()))
 }
 
 /// A text frame whose payload is the engine's shared JSON bytes, sent as

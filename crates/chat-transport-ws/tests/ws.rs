@@ -148,6 +148,64 @@ async fn bot_reply_streams_then_is_stored() {
     server.stop().await.unwrap();
 }
 
+/// With `write_coalesce`, a writer waits that long for company before it
+/// writes: replies come no sooner, and a burst of pipelined sends still
+/// reaches a subscriber complete and in order, acks included.
+#[tokio::test]
+async fn coalesced_writes_keep_every_frame_in_order() {
+    let coalesce = Duration::from_millis(60);
+    let server = TestServer::start(support::settings().write_coalesce(coalesce)).await;
+    let mut alice = ws_connect(server.addr).await;
+    let mut bob = ws_connect(server.addr).await;
+    alice.signup("alice").await;
+    bob.signup("bob").await;
+    alice
+        .call(json!({"type": "create_room", "room": "lobby"}))
+        .await;
+    bob.call(json!({"type": "join", "room": "lobby"})).await;
+    let r = alice
+        .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 0}]}))
+        .await;
+    assert!(matches!(r, ServerFrame::Subscribed { .. }), "{r:?}");
+
+    let started = std::time::Instant::now();
+    let ack = bob
+        .call(json!({"type": "send", "room": "lobby", "body": "m0"}))
+        .await;
+    assert!(matches!(ack, ServerFrame::Ack { seq: 1, .. }), "{ack:?}");
+    assert!(
+        started.elapsed() >= coalesce,
+        "the ack came after {:?}, before the coalescing window",
+        started.elapsed()
+    );
+    // 200 sends without waiting for their acks.
+    for i in 1..=200 {
+        let req = json!({"type": "send", "room": "lobby", "body": format!("m{i}"), "id": 1000 + i});
+        bob.send_text(req.to_string()).await;
+    }
+    let mut acks = Vec::new();
+    while acks.len() < 200 {
+        match bob.next().await {
+            ServerFrame::Ack {
+                id: Some(id), seq, ..
+            } => acks.push((id, seq)),
+            ServerFrame::Message { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let want: Vec<(u64, u64)> = (1..=200).map(|i| (1000 + i, i + 1)).collect();
+    assert_eq!(acks, want);
+    let mut seqs = Vec::new();
+    while seqs.len() < 201 {
+        if let ServerFrame::Message { message } = alice.next().await {
+            assert_eq!(message.body, format!("m{}", message.seq - 1));
+            seqs.push(message.seq);
+        }
+    }
+    assert_eq!(seqs, (1..=201).collect::<Vec<u64>>());
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn reconnect_resumes_by_seq_without_loss_or_duplicates() {
     let server = TestServer::start(support::settings()).await;
