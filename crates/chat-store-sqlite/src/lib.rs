@@ -77,6 +77,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod members;
 mod ops;
 mod queries;
 mod reader;
@@ -96,8 +97,8 @@ use chat_core::StoreError;
 pub use schema::SCHEMA_VERSION;
 pub use settings::{
     SqliteSettings, DEFAULT_BUSY_TIMEOUT, DEFAULT_COMMIT_DELAY, DEFAULT_MAX_BATCH,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_READERS, DEFAULT_ROOM_CACHE, DEFAULT_STATEMENT_CACHE,
-    DEFAULT_WAL_AUTOCHECKPOINT,
+    DEFAULT_MEMBER_CACHE, DEFAULT_QUEUE_CAPACITY, DEFAULT_READERS, DEFAULT_ROOM_CACHE,
+    DEFAULT_STATEMENT_CACHE, DEFAULT_WAL_AUTOCHECKPOINT,
 };
 pub use store::{SqliteStore, StoreMetrics};
 

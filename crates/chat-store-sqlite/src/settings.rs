@@ -22,6 +22,8 @@ pub const DEFAULT_WAL_AUTOCHECKPOINT: u32 = 4096;
 pub const DEFAULT_STATEMENT_CACHE: usize = 64;
 /// Default number of rooms whose id and newest `seq` the writer caches.
 pub const DEFAULT_ROOM_CACHE: usize = 16_384;
+/// Default number of (room, user) roles kept in memory.
+pub const DEFAULT_MEMBER_CACHE: usize = 65_536;
 
 /// How to open and run a [`SqliteStore`](crate::SqliteStore).
 ///
@@ -73,6 +75,11 @@ pub struct SqliteSettings {
     /// Rooms whose id and newest `seq` the writer keeps in memory (default
     /// [`DEFAULT_ROOM_CACHE`]); a miss costs two index look-ups.
     pub room_cache: usize,
+    /// (room, user) roles kept in memory (default
+    /// [`DEFAULT_MEMBER_CACHE`]), so the role check of a send does not read
+    /// the file; exact, because this store's writer makes every change.
+    /// Past the bound the cache starts over. 0 turns it off.
+    pub member_cache: usize,
 }
 
 impl SqliteSettings {
@@ -88,6 +95,7 @@ impl SqliteSettings {
             wal_autocheckpoint: DEFAULT_WAL_AUTOCHECKPOINT,
             statement_cache: DEFAULT_STATEMENT_CACHE,
             room_cache: DEFAULT_ROOM_CACHE,
+            member_cache: DEFAULT_MEMBER_CACHE,
         }
     }
 
@@ -144,6 +152,13 @@ impl SqliteSettings {
     #[must_use]
     pub fn statement_cache(mut self, statements: usize) -> Self {
         self.statement_cache = statements;
+        self
+    }
+
+    /// Sets [`member_cache`](Self::member_cache).
+    #[must_use]
+    pub fn member_cache(mut self, entries: usize) -> Self {
+        self.member_cache = entries;
         self
     }
 

@@ -11,6 +11,7 @@ use chat_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::members::MemberCache;
 use crate::queries;
 use crate::reader::Readers;
 use crate::rows::Db;
@@ -34,6 +35,7 @@ struct Inner {
     // is the file's last and checkpoints it on close; the sender drops
     // before the guard joins the writer, or the writer would never stop.
     readers: Readers,
+    members: Arc<MemberCache>,
     tx: mpsc::Sender<Command>,
     stats: Arc<Stats>,
     settings: SqliteSettings,
@@ -66,12 +68,15 @@ impl SqliteStore {
         let conn = schema::open_writer(&settings).db()?;
         let readers = Readers::open(&settings).db()?;
         let stats = Arc::new(Stats::default());
-        let (tx, guard) = writer::spawn(conn, &settings, Arc::clone(&stats)).db()?;
+        let members = Arc::new(MemberCache::new(settings.member_cache));
+        let (tx, guard) =
+            writer::spawn(conn, &settings, Arc::clone(&stats), Arc::clone(&members)).db()?;
         tracing::debug!(path = %settings.path.display(), "chat store opened");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 tx,
                 readers,
+                members,
                 stats,
                 settings,
                 _writer: guard,
@@ -207,11 +212,18 @@ impl Store for SqliteStore {
     }
 
     async fn member_role(&self, room: &str, user: &str) -> Result<Option<Role>, StoreError> {
-        let (room, user) = (room.to_owned(), user.to_owned());
-        self.inner
+        let generation = match self.inner.members.get(room, user) {
+            Ok(role) => return Ok(role),
+            Err(generation) => generation,
+        };
+        let (r, u) = (room.to_owned(), user.to_owned());
+        let role = self
+            .inner
             .readers
-            .run(move |c| queries::member_role(c, &room, &user))
-            .await
+            .run(move |c| queries::member_role(c, &r, &u))
+            .await?;
+        self.inner.members.fill(generation, room, user, role);
+        Ok(role)
     }
 
     async fn members(&self, room: &str) -> Result<Vec<(String, Role)>, StoreError> {

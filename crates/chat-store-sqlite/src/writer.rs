@@ -16,6 +16,7 @@ use chat_core::{Appended, NewMessage, Role, RoomRecord, StoreError, TokenRecord,
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::members::{MemberCache, Touched};
 use crate::ops::Ops;
 use crate::Error;
 
@@ -107,6 +108,7 @@ pub(crate) fn spawn(
     conn: Connection,
     settings: &crate::SqliteSettings,
     stats: Arc<Stats>,
+    members: Arc<MemberCache>,
 ) -> Result<(mpsc::Sender<Command>, JoinGuard), Error> {
     let (tx, rx) = mpsc::channel(settings.queue_capacity);
     let writer = Writer {
@@ -119,6 +121,8 @@ pub(crate) fn spawn(
         done: Vec::with_capacity(settings.max_batch),
         lost: None,
         close_replies: Vec::new(),
+        members,
+        touched: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("chat-store-sqlite-writer".to_owned())
@@ -163,6 +167,10 @@ struct Writer {
     /// Why the running batch's transaction is gone, if it is.
     lost: Option<Arc<rusqlite::Error>>,
     close_replies: Vec<Reply<()>>,
+    /// The roles cache, told about membership changes after each batch.
+    members: Arc<MemberCache>,
+    /// Membership changes of the running batch.
+    touched: Vec<Touched>,
 }
 
 impl Writer {
@@ -279,6 +287,9 @@ impl Writer {
             }
             self.ops.forget_rooms();
         }
+        // Committed or rolled back: either way, reads from now on see the
+        // file as it is, so the cache must not answer for what changed.
+        self.members.invalidate(&mut self.touched);
         let lost = self.lost.take();
         for done in self.done.drain(..) {
             if !done.succeeded() || lost.is_some() {
@@ -324,13 +335,18 @@ impl Writer {
             }
             Command::DeleteToken(h, tx) => Done::Unit(tx, self.step(|ops| ops.delete_token(&h))),
             Command::CreateRoom(room, members, tx) => {
+                self.touched.push(Touched::Room(room.name.clone()));
                 Done::Unit(tx, self.step(|ops| ops.create_room(room, &members)))
             }
             Command::SetMember(room, user, role, tx) => {
-                Done::Unit(tx, self.step(|ops| ops.set_member(&room, &user, role)))
+                let done = Done::Unit(tx, self.step(|ops| ops.set_member(&room, &user, role)));
+                self.touched.push(Touched::Member(room, user));
+                done
             }
             Command::RemoveMember(room, user, tx) => {
-                Done::Bool(tx, self.step(|ops| ops.remove_member(&room, &user)))
+                let done = Done::Bool(tx, self.step(|ops| ops.remove_member(&room, &user)));
+                self.touched.push(Touched::Member(room, user));
+                done
             }
             Command::Flush(tx) => Done::Unit(tx, Ok(())),
             Command::Close(tx) => {

@@ -113,11 +113,18 @@ pub async fn rooms_are_unique_and_keep_members(s: Arc<dyn Store>) {
     );
 }
 
-/// Members are added, re-roled and removed.
+/// Members are added, re-roled and removed, and each change is seen by the
+/// next read (a store that caches roles must not answer from before it).
 pub async fn membership_changes(s: Arc<dyn Store>) {
+    assert_eq!(s.member_role("r", "alice").await.unwrap(), None);
     s.create_room(room("r", "private"), &[("alice".into(), Role::Admin)])
         .await
         .unwrap();
+    assert_eq!(
+        s.member_role("r", "alice").await.unwrap(),
+        Some(Role::Admin)
+    );
+    assert_eq!(s.member_role("r", "bob").await.unwrap(), None);
     s.set_member("r", "bob", Role::Member).await.unwrap();
     assert_eq!(s.member_role("r", "bob").await.unwrap(), Some(Role::Member));
     s.set_member("r", "bob", Role::Admin).await.unwrap();
@@ -131,6 +138,8 @@ pub async fn membership_changes(s: Arc<dyn Store>) {
     assert!(s.remove_member("r", "bob").await.unwrap());
     assert!(!s.remove_member("r", "bob").await.unwrap());
     assert_eq!(s.member_role("r", "bob").await.unwrap(), None);
+    s.set_member("r", "bob", Role::Member).await.unwrap();
+    assert_eq!(s.member_role("r", "bob").await.unwrap(), Some(Role::Member));
 }
 
 /// Rooms are listed by kind, and a user's rooms by membership.
