@@ -159,6 +159,16 @@ const SPECS: &[Spec] = &[
         help: "requests the LLM bot has open to its endpoint at once",
     },
     Spec {
+        key: "llm-user-burst",
+        default: "5",
+        help: "LLM bot questions one user may ask in a burst",
+    },
+    Spec {
+        key: "llm-user-rate",
+        default: "10",
+        help: "LLM bot questions one user may ask per minute, sustained",
+    },
+    Spec {
         key: "write-coalesce-ms",
         default: "0",
         help: "WebSocket: wait this long for more frames before a write (fan-out batching)",
@@ -239,6 +249,10 @@ pub struct Config {
     pub bot_concurrency: usize,
     /// LLM requests open at once.
     pub llm_concurrency: usize,
+    /// LLM questions per user in a burst.
+    pub llm_user_burst: u32,
+    /// LLM questions per user per minute.
+    pub llm_user_rate: u32,
     /// How long a WebSocket writer gathers frames before writing.
     pub write_coalesce: Duration,
     /// Rate limit burst.
@@ -457,6 +471,8 @@ fn build(get: impl Fn(&str) -> String) -> Result<Config, ConfigError> {
         file_quota_bytes: num(&get, "file-quota-bytes")?,
         bot_concurrency: num(&get, "bot-concurrency")?,
         llm_concurrency: num(&get, "llm-concurrency")?,
+        llm_user_burst: num(&get, "llm-user-burst")?,
+        llm_user_rate: num(&get, "llm-user-rate")?,
         write_coalesce: Duration::from_millis(num(&get, "write-coalesce-ms")?),
         rate_burst: num(&get, "rate-burst")?,
         rate_per_second: num(&get, "rate-per-second")?,

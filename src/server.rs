@@ -114,7 +114,9 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
         let mut s = chat_llm_openai::OpenAiSettings::default()
             .name(config.llm_name.clone())
             .model(config.openai_model.clone())
-            .max_concurrency(config.llm_concurrency);
+            .max_concurrency(config.llm_concurrency)
+            .user_burst(config.llm_user_burst)
+            .user_rate(config.llm_user_rate);
         if let Some(url) = &config.openai_base_url {
             s = s.base_url(url.clone());
         }
