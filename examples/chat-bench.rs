@@ -13,6 +13,15 @@
 //! - `send`: durable sends with a window in flight; acks/s, ack latency.
 //! - `churn`: connect, auth, resume by `seq`, read, disconnect; connects/s
 //!   and whether every resume replayed exactly the missed messages.
+//! - `cluster`: several nodes on this machine over Redis and PostgreSQL
+//!   (`--spawn-services` starts throw-away ones), subscribers in shared
+//!   rooms spread over every node and held by worker processes (each
+//!   process stays under the 20,000 open files one may have here), so that
+//!   together they hold far more connections than one process can; every
+//!   message must reach every node's subscribers. `--nodes 1` (or
+//!   `--embedded`, SQLite) is the single-node baseline. The workers are this
+//!   binary in a hidden mode, `chat-bench cluster-worker`, driven over their
+//!   stdin/stdout.
 //!
 //! Each prints context lines starting with `#` and one `RESULT` line
 //! ending in `verdict=ok` or `verdict=FAIL` (loss, duplicates, reorders,
@@ -22,10 +31,16 @@ use std::io::Write;
 
 #[path = "chat-bench/args.rs"]
 mod args;
+#[path = "chat-bench/bots.rs"]
+mod bots;
 #[path = "chat-bench/churn.rs"]
 mod churn;
+#[path = "chat-bench/cluster.rs"]
+mod cluster;
 #[path = "chat-bench/conn.rs"]
 mod conn;
+#[path = "chat-bench/fake_llm.rs"]
+mod fake_llm;
 #[path = "chat-bench/fanout.rs"]
 mod fanout;
 #[path = "chat-bench/hist.rs"]
@@ -38,14 +53,23 @@ mod procinfo;
 mod send;
 #[path = "chat-bench/sender.rs"]
 mod sender;
+#[path = "chat-bench/services.rs"]
+mod services;
 #[path = "chat-bench/setup.rs"]
 mod setup;
 #[path = "chat-bench/spawn.rs"]
 mod spawn;
+#[path = "chat-bench/worker.rs"]
+mod worker;
+#[path = "chat-bench/workers.rs"]
+mod workers;
 
 use args::{Opts, Scenario};
 
 fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("cluster-worker") {
+        return worker::main(std::env::args().skip(2).collect());
+    }
     let opts = match Opts::parse(std::env::args().skip(1)) {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -68,7 +92,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(opts)) {
+    let result = rt.block_on(async {
+        if opts.scenario == Scenario::Cluster {
+            // Dropping the run on ctrl-c or SIGTERM kills every process it
+            // started.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(|e| format!("signal handler: {e}"))?;
+            tokio::select! {
+                r = cluster::run(&opts) => r.map(|line| format!("RESULT cluster transport=ws {line}")),
+                _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+                _ = term.recv() => Err("terminated".to_owned()),
+            }
+        } else {
+            run(opts).await
+        }
+    });
+    match result {
         Ok(line) => {
             let _ = writeln!(std::io::stdout(), "{line}");
             if line.contains("verdict=FAIL") {
@@ -86,8 +126,27 @@ fn main() -> std::process::ExitCode {
 
 async fn run(o: Opts) -> Result<String, String> {
     let _ = conn::now_us();
+    let mut server_args = o.server_args.clone();
+    let llm = if o.scenario == Scenario::Bots {
+        let llm = fake_llm::FakeLlm::start(o.bot_tokens, o.token_interval).await?;
+        // Every reply at once: lift the bot limits above the replies asked.
+        let room = (2 * o.bot_replies).max(64).to_string();
+        for (flag, value) in [
+            ("--openai-base-url", llm.base_url()),
+            ("--bot-concurrency", room.clone()),
+            ("--llm-concurrency", room),
+            ("--llm-user-burst", "1000000".to_owned()),
+            ("--llm-user-rate", "1000000".to_owned()),
+        ] {
+            server_args.push(flag.to_owned());
+            server_args.push(value);
+        }
+        Some(llm)
+    } else {
+        None
+    };
     let spawned = if o.spawn_server {
-        Some(spawn::SpawnedServer::start(o.server_bin.as_deref(), &o.server_args).await?)
+        Some(spawn::SpawnedServer::start(o.server_bin.as_deref(), &server_args).await?)
     } else {
         None
     };
@@ -130,6 +189,11 @@ async fn run(o: Opts) -> Result<String, String> {
         Scenario::Idle => idle::run(&o, &world, pid.as_deref()).await,
         Scenario::Send => send::run(&o, &world).await,
         Scenario::Churn => churn::run(&o, &world).await,
+        Scenario::Cluster => Err("cluster runs on its own nodes".to_owned()),
+        Scenario::Bots => match &llm {
+            Some(llm) => bots::run(&o, &world, llm).await,
+            None => Err("bots: no LLM endpoint".to_owned()),
+        },
     };
     if let Some(cpu) = &server_cpu {
         say(format!("server {}", cpu.report()));

@@ -13,6 +13,11 @@ pub enum Scenario {
     Send,
     /// Connect, auth, resume, read, disconnect, repeat.
     Churn,
+    /// Several nodes over Redis and PostgreSQL, subscribers held by worker
+    /// processes: fan-out across nodes.
+    Cluster,
+    /// People chatting alone, then while many bot replies stream.
+    Bots,
 }
 
 impl Scenario {
@@ -23,6 +28,8 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Send => "send",
             Scenario::Churn => "churn",
+            Scenario::Cluster => "cluster",
+            Scenario::Bots => "bots",
         }
     }
 }
@@ -99,13 +106,62 @@ pub struct Opts {
     pub threads: usize,
     /// idle: how far each connection goes (`connect`, `auth`, `subscribe`).
     pub stage: IdleStage,
+    /// cluster: chat-server nodes to run.
+    pub nodes: usize,
+    /// cluster: worker processes holding the subscribers (0 = as few as the
+    /// per-process limit allows).
+    pub workers: usize,
+    /// cluster: runtime threads of each worker.
+    pub worker_threads: usize,
+    /// cluster: start a throw-away redis-server and PostgreSQL.
+    pub spawn_services: bool,
+    /// cluster: Redis URL of running services.
+    pub redis: Option<String>,
+    /// cluster: PostgreSQL URL of running services.
+    pub postgres: Option<String>,
+    /// cluster: one node on its own SQLite file, no Redis or PostgreSQL.
+    pub embedded: bool,
+    /// cluster: longest time for every subscriber to be set up.
+    pub setup_timeout: Duration,
+    /// bots: replies streaming at once.
+    pub bot_replies: usize,
+    /// bots: the questions are spread over this time.
+    pub ask_ramp: Duration,
+    /// bots: pieces per reply.
+    pub bot_tokens: usize,
+    /// bots: time between pieces.
+    pub token_interval: Duration,
 }
+
+/// Most connections one process (node or worker) is given: the open-file
+/// limit here is 20,000 per process, hard, and a node also needs files for
+/// its store, broker, listeners and logs.
+pub const MAX_PER_PROCESS: usize = 17_500;
 
 /// The `--help` text.
 pub const HELP: &str = "\
 chat-bench: load tool for the chat server (real protocol, WebSocket or TLS TCP)
 
 Usage: chat-bench <fanout|idle|send|churn> [options]
+       chat-bench cluster --nodes N --connections C --rooms R
+                  [--spawn-services | --redis URL --postgres URL | --embedded]
+
+Scenarios:
+  fanout   rooms x subscribers and publishers on one server: deliveries/s,
+           latency, loss, duplicates, reorders
+  idle     N subscribed connections at once: server KiB per connection
+  send     durable sends with a window in flight: acks/s, ack latency
+  churn    connect, auth, resume by seq, read, disconnect: exact resumes
+  bots     people chat in R rooms x S subscribers at --rate, first alone,
+           then while --bot-replies LLM replies stream at once (from a fake
+           OpenAI-compatible endpoint the tool serves); people-to-people
+           latency of both phases; ok when p99 with bots <= 2x without
+  cluster  N chat-server nodes sharing Redis and PostgreSQL; C subscribers in
+           R shared rooms spread round-robin over every node, held by worker
+           processes (each process <= 17,500 sockets: the open-file limit is
+           20,000); publishers on every node; every subscriber must get every
+           message of its room once, in order. Merged latency percentiles,
+           per-node connections, RSS, KiB/connection and CPU
 
 Server:
   --spawn-server          start target/release/examples/chat-server (next to this
@@ -132,12 +188,35 @@ Load:
   --connections N         idle: connections to open [18000]
   --users U               accounts signed up (argon2 is slow; tokens are reused) [4]
   --body-bytes B          message body size [100]
-  --connect-concurrency K connections being set up at once [256]
+  --connect-concurrency K connections being set up at once (cluster: shared by
+                          the workers) [256]
   --hold SECS             idle: hold before measuring [5]; churn: read time per cycle [0.05]
   --drain SECS            fanout: wait for late deliveries after sending [10]
   --threads T             client runtime worker threads [2]
   --stage S               idle: connect|auth|subscribe, how far each connection
                           goes (splits memory per connection) [subscribe]
+
+Bots (needs --spawn-server: the server gets the fake endpoint and lifted
+bot limits; defaults --rooms 50 --subscribers 10 --rate 100 --window 8):
+  --bot-replies N         bot replies streaming at once [1000]
+  --ask-ramp-ms MS        the questions arrive evenly over this time [1000]
+  --tokens K              pieces per reply [40]
+  --token-ms MS           time between pieces [250]
+
+Cluster (the scenario starts its nodes itself; --connections is the total of
+subscribers [10000], --publishers defaults to max(rooms, nodes), --count is
+per publisher, --drain defaults to 30):
+  --nodes N               chat-server nodes (release binary next to this one,
+                          or --server-bin) [3]
+  --workers W             worker processes holding the subscribers
+                          [connections / 17,500, rounded up]
+  --worker-threads T      runtime threads per worker [1]
+  --spawn-services        start a throw-away redis-server and PostgreSQL on
+                          free loopback ports (removed at the end)
+  --redis URL             running Redis (with --postgres)
+  --postgres URL          running PostgreSQL (with --redis)
+  --embedded              --nodes 1 on its own SQLite file, no Redis/PostgreSQL
+  --setup-timeout SECS    longest time to set every subscriber up [300]
 ";
 
 fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
@@ -163,6 +242,8 @@ impl Opts {
             Some("idle") => Scenario::Idle,
             Some("send") => Scenario::Send,
             Some("churn") => Scenario::Churn,
+            Some("cluster") => Scenario::Cluster,
+            Some("bots") => Scenario::Bots,
             Some("--help" | "-h" | "help") | None => return Ok(None),
             Some(other) => return Err(format!("unknown scenario {other:?} (see --help)")),
         };
@@ -171,7 +252,10 @@ impl Opts {
             Scenario::Idle => (1, 1, 0.0, 64),
             Scenario::Send => (10, 16, 0.0, 64),
             Scenario::Churn => (4, 8, 200.0, 100),
+            Scenario::Cluster => (10, 32, 0.0, 64),
+            Scenario::Bots => (50, 8, 100.0, 64),
         };
+        let cluster = scenario == Scenario::Cluster;
         let mut o = Opts {
             scenario,
             transport: TransportKind::Ws,
@@ -186,12 +270,12 @@ impl Opts {
             duration: Duration::from_secs(10),
             count: None,
             rooms,
-            subscribers: 1000,
+            subscribers: if scenario == Scenario::Bots { 10 } else { 1000 },
             publishers: 0,
             rate,
             window,
             clients,
-            connections: 18_000,
+            connections: if cluster { 10_000 } else { 18_000 },
             users: 4,
             body_bytes: 100,
             connect_concurrency: 256,
@@ -200,9 +284,21 @@ impl Opts {
             } else {
                 Duration::from_secs(5)
             },
-            drain: Duration::from_secs(10),
+            drain: Duration::from_secs(if cluster { 30 } else { 10 }),
             threads: 2,
             stage: IdleStage::Subscribe,
+            nodes: 3,
+            workers: 0,
+            worker_threads: 1,
+            spawn_services: false,
+            redis: None,
+            postgres: None,
+            embedded: false,
+            setup_timeout: Duration::from_secs(300),
+            bot_replies: 1000,
+            ask_ramp: Duration::from_millis(1000),
+            bot_tokens: 40,
+            token_interval: Duration::from_millis(250),
         };
         while let Some(flag) = args.next() {
             let f = flag.as_str();
@@ -230,6 +326,10 @@ impl Opts {
                 "--server-pid" => o.server_pid = Some(value(f, args.next())?),
                 "--duration" => o.duration = secs(f, args.next())?,
                 "--count" => o.count = Some(value(f, args.next())?),
+                "--bot-replies" => o.bot_replies = value(f, args.next())?,
+                "--ask-ramp-ms" => o.ask_ramp = Duration::from_millis(value(f, args.next())?),
+                "--tokens" => o.bot_tokens = value(f, args.next())?,
+                "--token-ms" => o.token_interval = Duration::from_millis(value(f, args.next())?),
                 "--rooms" => o.rooms = value(f, args.next())?,
                 "--subscribers" => o.subscribers = value(f, args.next())?,
                 "--publishers" => o.publishers = value(f, args.next())?,
@@ -251,11 +351,23 @@ impl Opts {
                         other => return Err(format!("bad --stage {other:?}")),
                     }
                 }
+                "--nodes" => o.nodes = value(f, args.next())?,
+                "--workers" => o.workers = value(f, args.next())?,
+                "--worker-threads" => o.worker_threads = value(f, args.next())?,
+                "--spawn-services" => o.spawn_services = true,
+                "--redis" => o.redis = Some(value(f, args.next())?),
+                "--postgres" => o.postgres = Some(value(f, args.next())?),
+                "--embedded" => o.embedded = true,
+                "--setup-timeout" => o.setup_timeout = secs(f, args.next())?,
                 other => return Err(format!("unknown option {other:?} (see --help)")),
             }
         }
         if o.publishers == 0 {
-            o.publishers = o.rooms;
+            o.publishers = if cluster {
+                o.rooms.max(o.nodes)
+            } else {
+                o.rooms
+            };
         }
         if o.rooms == 0 || o.window == 0 || o.users == 0 || o.connect_concurrency == 0 {
             return Err("--rooms, --window, --users and --connect-concurrency must be > 0".into());
@@ -266,7 +378,16 @@ impl Opts {
         if !(o.rate.is_finite() && o.rate >= 0.0) {
             return Err("--rate must be >= 0".into());
         }
-        if !o.spawn_server {
+        if scenario == Scenario::Bots
+            && (!o.spawn_server || o.transport != TransportKind::Ws || o.users < 2)
+        {
+            return Err("bots needs --spawn-server (the server is pointed at the \
+                        tool's fake LLM endpoint), --transport ws and --users 2 or more"
+                .into());
+        }
+        if cluster {
+            o.check_cluster()?;
+        } else if !o.spawn_server {
             let need = match o.transport {
                 TransportKind::Ws => o.http.is_none(),
                 TransportKind::Tcp => o.tcp.is_none(),
@@ -286,6 +407,68 @@ impl Opts {
             }
         }
         Ok(Some(o))
+    }
+
+    /// Checks the cluster options and fills the number of workers.
+    fn check_cluster(&mut self) -> Result<(), String> {
+        let services = [
+            self.spawn_services,
+            self.redis.is_some() || self.postgres.is_some(),
+            self.embedded,
+        ];
+        if services.iter().filter(|s| **s).count() != 1 {
+            return Err("cluster needs exactly one of --spawn-services, \
+                        --redis URL --postgres URL, or --embedded"
+                .into());
+        }
+        if (self.redis.is_some() || self.postgres.is_some())
+            && (self.redis.is_none() || self.postgres.is_none())
+        {
+            return Err("--redis and --postgres go together".into());
+        }
+        if self.embedded && self.nodes != 1 {
+            return Err("--embedded runs one node (--nodes 1): several nodes \
+                        need Redis and PostgreSQL"
+                .into());
+        }
+        if self.nodes == 0 || self.connections == 0 || self.worker_threads == 0 {
+            return Err("--nodes, --connections and --worker-threads must be > 0".into());
+        }
+        let per_node = self.connections.div_ceil(self.nodes);
+        if per_node > MAX_PER_PROCESS {
+            return Err(format!(
+                "{} connections on {} node(s) is {per_node} per node, over the \
+                 {MAX_PER_PROCESS} one process may hold (open files: 20,000 per \
+                 process here); use --nodes {} or more",
+                self.connections,
+                self.nodes,
+                self.connections.div_ceil(MAX_PER_PROCESS)
+            ));
+        }
+        if self.workers == 0 {
+            self.workers = self.connections.div_ceil(MAX_PER_PROCESS);
+        }
+        let per_worker = self.connections.div_ceil(self.workers);
+        if per_worker > MAX_PER_PROCESS {
+            return Err(format!(
+                "{} connections on {} worker(s) is {per_worker} per worker, over \
+                 the {MAX_PER_PROCESS} one process may hold; use --workers {} or more",
+                self.connections,
+                self.workers,
+                self.connections.div_ceil(MAX_PER_PROCESS)
+            ));
+        }
+        if self.connections < self.rooms * self.nodes {
+            return Err(format!(
+                "--connections must be at least rooms x nodes ({}) so that every \
+                 room has subscribers on every node",
+                self.rooms * self.nodes
+            ));
+        }
+        if self.workers > self.connections {
+            return Err("--workers must not exceed --connections".into());
+        }
+        Ok(())
     }
 
     /// The parameters as `key=value` words for the summary line.
@@ -318,6 +501,24 @@ impl Opts {
                 self.rooms,
                 self.publishers,
                 self.hold.as_secs_f64()
+            ),
+            // The bots scenario prints its own parameters.
+            Scenario::Bots => String::new(),
+            Scenario::Cluster => format!(
+                "nodes={} workers={} backend={} connections={} rooms={} pubs={} rate={rate} \
+                 window={} body={}B duration={d}s count={count}",
+                self.nodes,
+                self.workers,
+                if self.embedded {
+                    "sqlite"
+                } else {
+                    "redis+postgres"
+                },
+                self.connections,
+                self.rooms,
+                self.publishers,
+                self.window,
+                self.body_bytes
             ),
         }
     }

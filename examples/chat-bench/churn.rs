@@ -175,6 +175,7 @@ pub async fn run(o: &Opts, world: &World) -> Result<String, String> {
             body_bytes: o.body_bytes,
             tag: format!("p{p}"),
             phase: SendPlan::phase_of(p, o.publishers, o.rate / o.publishers as f64),
+            wall_clock: false,
         };
         let (acks, failures) = (acks.clone(), world.failures.clone());
         pub_handles.push((room, tokio::spawn(sender::run(conn, plan, acks, failures))));

@@ -25,6 +25,16 @@ pub fn now_us() -> u64 {
     u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Wall-clock microseconds since the Unix epoch: the clock of the send
+/// timestamps when publishers and subscribers are separate processes
+/// (`cluster`). Sixteen decimal digits until the year 2286.
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub enum Target {
@@ -97,9 +107,10 @@ pub fn body_timestamp(body: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// A message body of `len` bytes starting with the send time.
-pub fn make_body(len: usize, tag: &str) -> String {
-    let mut s = format!("{:016}|{tag}|", now_us());
+/// A message body of `len` bytes starting with the send time `us` (from
+/// [`now_us`], or [`wall_us`] across processes).
+pub fn make_body_at(len: usize, tag: &str, us: u64) -> String {
+    let mut s = format!("{us:016}|{tag}|");
     while s.len() < len {
         s.push('.');
     }
@@ -352,7 +363,7 @@ mod tests {
 
     #[test]
     fn hot_frames_parse_like_the_codec() {
-        let body = make_body(100, "p1");
+        let body = make_body_at(100, "p1", now_us());
         let raw = format!(
             r#"{{"type":"message","message":{{"room":"r","seq":42,"sender":"u","body":"{body}","ts":1,"kind":"user"}}}}"#
         );

@@ -45,6 +45,11 @@ impl SeqSet {
         true
     }
 
+    /// Distinct seqs seen.
+    pub fn distinct(&self) -> u64 {
+        self.distinct
+    }
+
     /// Distinct seqs seen in `1..=last`.
     pub fn count_upto(&self, last: u64) -> u64 {
         let full = (last / 64) as usize;
@@ -188,6 +193,7 @@ pub async fn run(o: &Opts, world: &World) -> Result<String, String> {
             body_bytes: o.body_bytes,
             tag: format!("p{p}"),
             phase: SendPlan::phase_of(p, o.publishers, rate),
+            wall_clock: false,
         };
         let (acks, failures) = (acks.clone(), world.failures.clone());
         handles.push((

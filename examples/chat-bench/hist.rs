@@ -127,6 +127,64 @@ impl Histogram {
         self.max()
     }
 
+    /// The counts in a mergeable text form, for another process to
+    /// [`import`](Self::import): `max=<µs>` then `<bucket>:<count>` for every
+    /// bucket that is not empty, comma-separated (or `-`).
+    pub fn export(&self) -> String {
+        let buckets: Vec<String> = (0..BUCKETS)
+            .filter_map(|i| {
+                let n: u64 = self
+                    .shards
+                    .iter()
+                    .map(|s| s.buckets[i].load(Ordering::Relaxed))
+                    .sum();
+                (n > 0).then(|| format!("{i}:{n}"))
+            })
+            .collect();
+        let list = if buckets.is_empty() {
+            "-".to_owned()
+        } else {
+            buckets.join(",")
+        };
+        format!("max={} {list}", self.max())
+    }
+
+    /// Adds the counts of an [`export`](Self::export)ed histogram.
+    pub fn import(&self, text: &str) -> Result<(), String> {
+        let bad = || {
+            format!(
+                "bad histogram {:?}",
+                text.chars().take(60).collect::<String>()
+            )
+        };
+        let mut words = text.split_whitespace();
+        let max: u64 = words
+            .next()
+            .and_then(|w| w.strip_prefix("max="))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(bad)?;
+        let list = words.next().ok_or_else(bad)?;
+        let mut parsed = Vec::new();
+        if list != "-" {
+            for pair in list.split(',') {
+                let (i, n) = pair.split_once(':').ok_or_else(bad)?;
+                let i: usize = i.parse().map_err(|_| bad())?;
+                let n: u64 = n.parse().map_err(|_| bad())?;
+                if i >= BUCKETS {
+                    return Err(bad());
+                }
+                parsed.push((i, n));
+            }
+        }
+        let s = &self.shards[shard_index()];
+        for (i, n) in parsed {
+            s.buckets[i].fetch_add(n, Ordering::Relaxed);
+            s.count.fetch_add(n, Ordering::Relaxed);
+        }
+        s.max.fetch_max(max, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// `p50=… p99=… p999=… max=…` in milliseconds.
     pub fn summary(&self) -> String {
         let ms = |us: u64| us as f64 / 1000.0;
@@ -180,5 +238,27 @@ mod tests {
             assert!(upper(i) >= v);
             assert!(upper(i) - v <= v / 60 + 1, "v={v} upper={}", upper(i));
         }
+    }
+
+    #[test]
+    fn export_then_import_merges_exactly() {
+        let (a, b, both) = (
+            Histogram::default(),
+            Histogram::default(),
+            Histogram::default(),
+        );
+        for v in 0..5_000u64 {
+            let h = if v % 3 == 0 { &a } else { &b };
+            h.record(v * 37);
+            both.record(v * 37);
+        }
+        let merged = Histogram::default();
+        merged.import(&a.export()).unwrap();
+        merged.import(&b.export()).unwrap();
+        merged.import(&Histogram::default().export()).unwrap();
+        assert_eq!(merged.count(), both.count());
+        assert_eq!(merged.summary(), both.summary());
+        assert!(merged.import("max=1 9999999:1").is_err());
+        assert!(merged.import("nonsense").is_err());
     }
 }

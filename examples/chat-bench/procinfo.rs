@@ -72,6 +72,100 @@ pub fn thread_cpu(pid: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// Open file descriptors of `pid` (sockets included).
+pub fn open_fds(pid: &str) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// The parent pid from a /proc `stat` file.
+fn stat_ppid(path: &std::path::Path) -> Option<u32> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let close = s.rfind(')')?;
+    // Fields after ")": state, ppid, ...
+    s[close + 2..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `pid` and every process descended from it (e.g. a PostgreSQL
+/// postmaster and its backends).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = stat_ppid(&e.path().join("stat")) {
+                parents.push((child, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// CPU seconds used so far by `pid` and its descendants (those alive now).
+pub fn tree_cpu_secs(pid: u32) -> f64 {
+    process_tree(pid)
+        .iter()
+        .filter_map(|p| cpu_secs(&p.to_string()))
+        .sum()
+}
+
+/// The whole machine's CPU time so far, from the first line of /proc/stat:
+/// user (with nice), system, interrupts (irq + softirq: loopback TCP is
+/// mostly here, and is charged to no process), idle (with iowait), steal.
+fn machine_ticks() -> Option<[f64; 5]> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|w| w.parse().unwrap_or(0.0))
+        .collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    Some([at(0) + at(1), at(2), at(5) + at(6), at(3) + at(4), at(7)])
+}
+
+/// A snapshot of the machine's CPU time, to print where it went since.
+pub struct MachineCpu {
+    at: std::time::Instant,
+    ticks: Option<[f64; 5]>,
+}
+
+impl MachineCpu {
+    /// Takes a snapshot.
+    pub fn take() -> Self {
+        MachineCpu {
+            at: std::time::Instant::now(),
+            ticks: machine_ticks(),
+        }
+    }
+
+    /// `user=… system=… irq=… idle=… steal=…` in cores since the snapshot.
+    pub fn report(&self) -> String {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        match (self.ticks, machine_ticks()) {
+            (Some(a), Some(b)) => {
+                let c = |i: usize| (b[i] - a[i]) / TICKS / wall;
+                format!(
+                    "user={:.2} system={:.2} irq={:.2} idle={:.2} steal={:.2} cores",
+                    c(0),
+                    c(1),
+                    c(2),
+                    c(3),
+                    c(4)
+                )
+            }
+            _ => "?".to_owned(),
+        }
+    }
+}
+
 /// The first three fields of /proc/loadavg.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -97,6 +191,12 @@ impl CpuSnapshot {
             total: cpu_secs(pid),
             threads: thread_cpu(pid),
         }
+    }
+
+    /// CPU used since the snapshot, in cores of wall time.
+    pub fn cores(&self) -> Option<f64> {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        Some((cpu_secs(&self.pid)? - self.total?) / wall)
     }
 
     /// `cpu=1.83 cores (tokio-runtime-w 1.52, sqlite-writer 0.20, ...)`:

@@ -32,6 +32,7 @@ pub async fn run(o: &Opts, world: &World) -> Result<String, String> {
             body_bytes: o.body_bytes,
             tag: format!("c{i}"),
             phase: SendPlan::phase_of(i, o.clients, o.rate / o.clients as f64),
+            wall_clock: false,
         };
         let (acks, failures) = (acks.clone(), world.failures.clone());
         handles.push(tokio::spawn(sender::run(conn, plan, acks, failures)));

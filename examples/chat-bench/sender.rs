@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chat_core::{ClientFrame, Request, ServerFrame};
 
-use crate::conn::{make_body, now_us, Conn, Incoming};
+use crate::conn::{make_body_at, now_us, wall_us, Conn, Incoming};
 use crate::hist::Histogram;
 use crate::setup::Failures;
 
@@ -27,6 +27,9 @@ pub struct SendPlan {
     /// Paced senders start this much later, so that P senders at one rate
     /// spread their sends over the interval instead of sending in step.
     pub phase: Duration,
+    /// Stamp bodies with the wall clock ([`wall_us`]) instead of this
+    /// process' clock: for subscribers in other processes (`cluster`).
+    pub wall_clock: bool,
 }
 
 impl SendPlan {
@@ -83,11 +86,12 @@ pub async fn run(
             batch.clear();
             for _ in 0..allowed {
                 let n = st.sent;
+                let stamp = if plan.wall_clock { wall_us() } else { now_us() };
                 batch.push(Request {
                     id: Some(next_id),
                     frame: ClientFrame::Send {
                         room: plan.room.clone(),
-                        body: make_body(plan.body_bytes, &format!("{}n{n}", plan.tag)),
+                        body: make_body_at(plan.body_bytes, &format!("{}n{n}", plan.tag), stamp),
                         client_id: Some(format!("{}-{n}", plan.tag)),
                     },
                 });

@@ -23,6 +23,18 @@ impl Failures {
         *m.entry(reason.into()).or_insert(0) += 1;
     }
 
+    /// Counts `n` failures of one reason.
+    pub fn add_n(&self, reason: impl Into<String>, n: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(reason.into()).or_insert(0) += n;
+    }
+
+    /// Every reason with its count.
+    pub fn entries(&self) -> Vec<(String, u64)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
     /// Total failures.
     pub fn total(&self) -> u64 {
         self.0

@@ -20,32 +20,32 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// run of a single test target never uses a stale server.
 pub fn server_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            // target/<profile>/deps/<test> -> target/<profile>
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-            let target_dir = profile_dir.parent().unwrap();
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args([
-                "build",
-                "--quiet",
-                "--example",
-                "chat-server",
-                "--manifest-path",
-            ])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", target_dir);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            assert!(
-                cmd.status().unwrap().success(),
-                "building chat-server failed"
-            );
-            profile_dir.join("examples").join("chat-server")
-        })
-        .clone()
+    BUILT.get_or_init(|| build_example("chat-server")).clone()
+}
+
+/// The `chat-bench` example binary (the load tool), built like
+/// [`server_binary`]; `chat-server` sits next to it.
+pub fn bench_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_example("chat-bench")).clone()
+}
+
+/// Builds example `name` into this test binary's target folder and
+/// profile; returns its path.
+fn build_example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "--example", name, "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success(), "building {name} failed");
+    profile_dir.join("examples").join(name)
 }
 
 /// A chat server child process on free loopback ports.
