@@ -169,6 +169,11 @@ const SPECS: &[Spec] = &[
         help: "LLM bot questions one user may ask per minute, sustained",
     },
     Spec {
+        key: "redis-publish-timeout-ms",
+        default: "1000",
+        help: "longest wait for Redis to take a room event before the link is re-made",
+    },
+    Spec {
         key: "write-coalesce-ms",
         default: "0",
         help: "WebSocket: wait this long for more frames before a write (fan-out batching)",
@@ -253,6 +258,8 @@ pub struct Config {
     pub llm_user_burst: u32,
     /// LLM questions per user per minute.
     pub llm_user_rate: u32,
+    /// Longest wait for a Redis publish.
+    pub redis_publish_timeout: Duration,
     /// How long a WebSocket writer gathers frames before writing.
     pub write_coalesce: Duration,
     /// Rate limit burst.
@@ -473,6 +480,7 @@ fn build(get: impl Fn(&str) -> String) -> Result<Config, ConfigError> {
         llm_concurrency: num(&get, "llm-concurrency")?,
         llm_user_burst: num(&get, "llm-user-burst")?,
         llm_user_rate: num(&get, "llm-user-rate")?,
+        redis_publish_timeout: Duration::from_millis(num(&get, "redis-publish-timeout-ms")?),
         write_coalesce: Duration::from_millis(num(&get, "write-coalesce-ms")?),
         rate_burst: num(&get, "rate-burst")?,
         rate_per_second: num(&get, "rate-per-second")?,

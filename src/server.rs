@@ -130,7 +130,8 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
     }
     if let Some(url) = &config.redis {
         let broker = chat_broker_redis::RedisBroker::connect(
-            chat_broker_redis::RedisSettings::new(url.clone()),
+            chat_broker_redis::RedisSettings::new(url.clone())
+                .publish_timeout(config.redis_publish_timeout),
         )
         .await
         .map_err(|e| ServerError::Broker(e.to_string()))?;
