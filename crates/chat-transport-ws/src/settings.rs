@@ -42,6 +42,9 @@ pub struct WsSettings {
     /// frames to write with it. Under fan-out each write then carries
     /// several messages in one system call (the cost of a delivery is
     /// mostly that call), at the price of up to this much added latency.
+    /// Frames that arrive meanwhile wait in the session's bounded queue
+    /// (`Limits::max_queue_frames`, default 1,024): keep the window well
+    /// under the time a busy room takes to fill it.
     /// Zero writes at once. Default 0.
     pub write_coalesce: Duration,
     /// Longest time to write one batch to a client; a client that does not
