@@ -170,7 +170,7 @@ fn bot_replies_stream_at_once_while_people_chat() {
             "--tokens",
             "10",
             "--token-ms",
-            "400",
+            "1000",
         ],
         Duration::from_secs(120),
     );
@@ -180,7 +180,8 @@ fn bot_replies_stream_at_once_while_people_chat() {
         .unwrap_or_else(|| panic!("no RESULT line\nstdout:\n{out}\nstderr:\n{err}"));
     assert_eq!(field(line, "asks_acked"), "40", "{line}");
     assert_eq!(field(line, "llm_finished"), "40", "{line}");
-    // Replies take 4 s and the questions come within 0.3 s: all at once.
+    // Replies take 10 s and the questions come within 0.3 s (plus their
+    // acks, even on a loaded machine): all at once.
     assert_eq!(field(line, "llm_most_open"), "40", "{line}");
     assert_eq!(
         field(line, "questions_and_replies_delivered"),
