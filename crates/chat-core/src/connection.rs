@@ -125,7 +125,7 @@ impl Connection {
     }
 
     fn reply(&self, frame: &ServerFrame) {
-        Engine::send_to(&self.session, frame);
+        Engine::reply_to(&self.session, frame);
     }
 
     fn require_user(&self) -> Result<Arc<str>, EngineError> {

@@ -1131,6 +1131,14 @@ impl Engine {
         Self::send_bytes(session, Codec::encode(frame));
     }
 
+    /// Queues the answer to the session's own request (see
+    /// [`Session::deliver_reply`]).
+    pub(crate) fn reply_to(session: &Arc<dyn Session>, frame: &ServerFrame) {
+        if session.deliver_reply(Codec::encode(frame)).is_err() && !session.is_closed() {
+            session.close(ErrorCode::Lagged);
+        }
+    }
+
     pub(crate) fn send_bytes(session: &Arc<dyn Session>, bytes: Bytes) {
         if session.deliver(bytes).is_err() && !session.is_closed() {
             session.close(ErrorCode::Lagged);

@@ -40,6 +40,14 @@ pub trait Session: Send + Sync + 'static {
     /// Queues one encoded frame without waiting. `Err(Full)` when the queue
     /// is over its bound or the session is closed.
     fn deliver(&self, frame: Bytes) -> Result<(), Full>;
+    /// Queues the answer to one of the client's own requests (an ack, a
+    /// reply, an error for it). A transport that holds frames back to write
+    /// several at once writes at once when a reply is queued, so batching
+    /// never makes a client wait for its own answers. Defaults to
+    /// [`deliver`](Session::deliver).
+    fn deliver_reply(&self, frame: Bytes) -> Result<(), Full> {
+        self.deliver(frame)
+    }
     /// Waits until [`deliver`](Session::deliver) would accept a frame, or the
     /// session closes. Used to pace history replay.
     async fn writable(&self);
@@ -61,8 +69,11 @@ pub struct OutboxLimits {
 
 #[derive(Debug)]
 struct State {
-    queue: VecDeque<Bytes>,
+    /// Frames, each marked when it is a reply.
+    queue: VecDeque<(Bytes, bool)>,
     bytes: usize,
+    /// Replies in `queue`.
+    replies: usize,
     closed: Option<ErrorCode>,
 }
 
@@ -75,6 +86,8 @@ struct Shared {
     readable: Notify,
     /// Wakes replay waiting for room.
     writable: Notify,
+    /// Wakes a writer that gathers frames when a reply is queued.
+    reply: Notify,
 }
 
 /// A bounded outbound queue: the [`Session`] half is given to the engine, the
@@ -88,6 +101,8 @@ pub struct Outbox {
 #[derive(Debug)]
 pub struct OutboxReceiver {
     shared: Arc<Shared>,
+    /// Whether the last take included a reply.
+    took_reply: bool,
 }
 
 /// What the writer gets from [`OutboxReceiver::recv_many`].
@@ -108,17 +123,45 @@ impl Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 bytes: 0,
+                replies: 0,
                 closed: None,
             }),
             readable: Notify::new(),
             writable: Notify::new(),
+            reply: Notify::new(),
         });
         (
             Outbox {
                 shared: shared.clone(),
             },
-            OutboxReceiver { shared },
+            OutboxReceiver {
+                shared,
+                took_reply: false,
+            },
         )
+    }
+
+    fn push(&self, frame: Bytes, reply: bool) -> Result<(), Full> {
+        let mut st = self.shared.lock();
+        let limits = self.shared.limits;
+        if st.closed.is_some()
+            || st.queue.len() >= limits.max_frames
+            || st.bytes + frame.len() > limits.max_bytes
+        {
+            return Err(Full);
+        }
+        st.bytes += frame.len();
+        st.replies += usize::from(reply);
+        st.queue.push_back((frame, reply));
+        let was_empty = st.queue.len() == 1;
+        drop(st);
+        if was_empty {
+            self.shared.readable.notify_one();
+        }
+        if reply {
+            self.shared.reply.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -135,22 +178,11 @@ impl Session for Outbox {
     }
 
     fn deliver(&self, frame: Bytes) -> Result<(), Full> {
-        let mut st = self.shared.lock();
-        let limits = self.shared.limits;
-        if st.closed.is_some()
-            || st.queue.len() >= limits.max_frames
-            || st.bytes + frame.len() > limits.max_bytes
-        {
-            return Err(Full);
-        }
-        st.bytes += frame.len();
-        st.queue.push_back(frame);
-        let was_empty = st.queue.len() == 1;
-        drop(st);
-        if was_empty {
-            self.shared.readable.notify_one();
-        }
-        Ok(())
+        self.push(frame, false)
+    }
+
+    fn deliver_reply(&self, frame: Bytes) -> Result<(), Full> {
+        self.push(frame, true)
     }
 
     async fn writable(&self) {
@@ -177,6 +209,7 @@ impl Session for Outbox {
         drop(st);
         self.shared.readable.notify_one();
         self.shared.writable.notify_waiters();
+        self.shared.reply.notify_one();
     }
 
     fn is_closed(&self) -> bool {
@@ -195,6 +228,7 @@ impl OutboxReceiver {
     /// reports [`Recv::Closed`] at once: queued frames are dropped because
     /// the client resumes by `seq` anyway.
     pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, max: usize) -> Recv {
+        self.took_reply = false;
         loop {
             let notified = self.shared.readable.notified();
             {
@@ -205,8 +239,12 @@ impl OutboxReceiver {
                 if !st.queue.is_empty() {
                     let n = st.queue.len().min(max.max(1));
                     let state = &mut *st;
-                    for frame in state.queue.drain(..n) {
+                    for (frame, reply) in state.queue.drain(..n) {
                         state.bytes -= frame.len();
+                        if reply {
+                            state.replies -= 1;
+                            self.took_reply = true;
+                        }
                         buf.push(frame);
                     }
                     drop(st);
@@ -222,11 +260,38 @@ impl OutboxReceiver {
     /// a final reply).
     pub fn try_recv(&mut self) -> Option<Bytes> {
         let mut st = self.shared.lock();
-        let frame = st.queue.pop_front()?;
+        let (frame, reply) = st.queue.pop_front()?;
         st.bytes -= frame.len();
+        if reply {
+            st.replies -= 1;
+            self.took_reply = true;
+        }
         drop(st);
         self.shared.writable.notify_waiters();
         Some(frame)
+    }
+
+    /// Whether the frames taken since the last
+    /// [`recv_many`](Self::recv_many) began include a reply
+    /// ([`Session::deliver_reply`]): a writer gathering frames writes at
+    /// once then.
+    pub fn took_reply(&self) -> bool {
+        self.took_reply
+    }
+
+    /// Resolves once a reply is queued (or the session closed): a writer
+    /// waiting to gather more frames stops waiting.
+    pub async fn reply_queued(&self) {
+        loop {
+            let notified = self.shared.reply.notified();
+            {
+                let st = self.shared.lock();
+                if st.replies > 0 || st.closed.is_some() {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// The close reason, if the session was closed.
@@ -245,6 +310,7 @@ impl Drop for OutboxReceiver {
         }
         st.queue.clear();
         st.bytes = 0;
+        st.replies = 0;
         drop(st);
         self.shared.writable.notify_waiters();
     }
@@ -300,6 +366,37 @@ mod tests {
         assert!(!waiter.is_finished());
         assert!(rx.try_recv().is_some());
         waiter.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn replies_are_marked_for_the_writer() {
+        let (out, mut rx) = Outbox::new(limits(10, 1000));
+        out.deliver(Bytes::from_static(b"event")).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 10).await, Recv::Frames);
+        assert!(!rx.took_reply());
+        // A writer gathering more is woken by a reply, not by an event.
+        {
+            let waiting = rx.reply_queued();
+            tokio::pin!(waiting);
+            out.deliver(Bytes::from_static(b"event 2")).unwrap();
+            let pending = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(waiting.as_mut(), cx).is_pending())
+            })
+            .await;
+            assert!(pending, "an event woke the reply wait");
+            out.deliver_reply(Bytes::from_static(b"ack")).unwrap();
+            waiting.await;
+        }
+        assert_eq!(rx.try_recv().as_deref(), Some(&b"event 2"[..]));
+        assert!(!rx.took_reply());
+        assert_eq!(rx.try_recv().as_deref(), Some(&b"ack"[..]));
+        assert!(rx.took_reply());
+        // The next take starts afresh.
+        out.deliver(Bytes::from_static(b"event 3")).unwrap();
+        buf.clear();
+        assert_eq!(rx.recv_many(&mut buf, 10).await, Recv::Frames);
+        assert!(!rx.took_reply());
     }
 
     #[tokio::test]

@@ -260,8 +260,15 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
                 tokio::select! {
                     r = rx.recv_many(&mut buf, s.write_batch_frames) => match r {
                         Recv::Frames => {
-                            if !s.write_coalesce.is_zero() && buf.len() < s.write_batch_frames {
-                                tokio::time::sleep(s.write_coalesce).await;
+                            if !s.write_coalesce.is_zero()
+                                && buf.len() < s.write_batch_frames
+                                && !rx.took_reply()
+                            {
+                                // Gather more, but never hold a reply back.
+                                tokio::select! {
+                                    () = tokio::time::sleep(s.write_coalesce) => {}
+                                    () = rx.reply_queued() => {}
+                                }
                                 while buf.len() < s.write_batch_frames {
                                     match rx.try_recv() {
                                         Some(frame) => buf.push(frame),

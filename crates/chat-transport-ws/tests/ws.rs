@@ -149,8 +149,8 @@ async fn bot_reply_streams_then_is_stored() {
 }
 
 /// With `write_coalesce`, a writer waits that long for company before it
-/// writes: replies come no sooner, and a burst of pipelined sends still
-/// reaches a subscriber complete and in order, acks included.
+/// writes events, and a burst of pipelined sends still reaches a subscriber
+/// complete and in order, acks included.
 #[tokio::test]
 async fn coalesced_writes_keep_every_frame_in_order() {
     let coalesce = Duration::from_millis(60);
@@ -173,9 +173,13 @@ async fn coalesced_writes_keep_every_frame_in_order() {
         .call(json!({"type": "send", "room": "lobby", "body": "m0"}))
         .await;
     assert!(matches!(ack, ServerFrame::Ack { seq: 1, .. }), "{ack:?}");
+    let first = alice
+        .next_matching(|f| matches!(f, ServerFrame::Message { .. }))
+        .await;
+    assert!(matches!(first, ServerFrame::Message { ref message } if message.seq == 1));
     assert!(
         started.elapsed() >= coalesce,
-        "the ack came after {:?}, before the coalescing window",
+        "the event came after {:?}, before the coalescing window",
         started.elapsed()
     );
     // 200 sends without waiting for their acks.
@@ -195,7 +199,7 @@ async fn coalesced_writes_keep_every_frame_in_order() {
     }
     let want: Vec<(u64, u64)> = (1..=200).map(|i| (1000 + i, i + 1)).collect();
     assert_eq!(acks, want);
-    let mut seqs = Vec::new();
+    let mut seqs = vec![1];
     while seqs.len() < 201 {
         if let ServerFrame::Message { message } = alice.next().await {
             assert_eq!(message.body, format!("m{}", message.seq - 1));
@@ -203,6 +207,55 @@ async fn coalesced_writes_keep_every_frame_in_order() {
         }
     }
     assert_eq!(seqs, (1..=201).collect::<Vec<u64>>());
+    server.stop().await.unwrap();
+}
+
+/// Coalescing holds events back, never a client's own replies: the sender's
+/// ack comes at once (its own copy of the message with it), while another
+/// subscriber's copy waits for the window.
+#[tokio::test]
+async fn coalescing_never_holds_back_replies() {
+    let coalesce = Duration::from_secs(2);
+    let server = TestServer::start(support::settings().write_coalesce(coalesce)).await;
+    let mut alice = ws_connect(server.addr).await;
+    let mut bob = ws_connect(server.addr).await;
+    // Sign-up replies, room creation and subscriptions are replies too: none
+    // of them waits.
+    let setup = std::time::Instant::now();
+    alice.signup("alice").await;
+    bob.signup("bob").await;
+    alice
+        .call(json!({"type": "create_room", "room": "lobby"}))
+        .await;
+    bob.call(json!({"type": "join", "room": "lobby"})).await;
+    for c in [&mut alice, &mut bob] {
+        let r = c
+            .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 0}]}))
+            .await;
+        assert!(matches!(r, ServerFrame::Subscribed { .. }), "{r:?}");
+    }
+    assert!(
+        setup.elapsed() < coalesce,
+        "setup took {:?}",
+        setup.elapsed()
+    );
+
+    let started = std::time::Instant::now();
+    let ack = alice
+        .call(json!({"type": "send", "room": "lobby", "body": "hello"}))
+        .await;
+    assert!(matches!(ack, ServerFrame::Ack { seq: 1, .. }), "{ack:?}");
+    let acked = started.elapsed();
+    assert!(acked < coalesce / 2, "the ack waited {acked:?}");
+    let got = bob
+        .next_matching(|f| matches!(f, ServerFrame::Message { .. }))
+        .await;
+    assert!(matches!(got, ServerFrame::Message { ref message } if message.body == "hello"));
+    assert!(
+        started.elapsed() >= coalesce,
+        "bob's copy came after {:?}, inside the window",
+        started.elapsed()
+    );
     server.stop().await.unwrap();
 }
 
