@@ -1,6 +1,9 @@
 //! The web client in a real browser: starts the server in-process on a free
-//! port and runs `node tests/browser/chat.mjs <url> docs/screenshot.png`
+//! port and runs `node tests/browser/chat.mjs <url> <screenshot.png>`
 //! (Playwright's `playwright-core` driving Debian's `/usr/bin/chromium`).
+//! The screenshot goes to a temporary folder; with `UPDATE_SCREENSHOT=1` it
+//! replaces the README's `docs/screenshot.png` (a test run leaves the source
+//! tree as it was).
 //!
 //! Needs node, chromium and `tests/browser/node_modules` (install them with
 //! `scripts/browser-setup.sh`). When one is missing the test fails if the
@@ -73,8 +76,13 @@ async fn two_users_chat_in_a_real_browser() {
         .unwrap();
     let server = TestServer::start_with(engine, support::settings()).await;
     let url = format!("http://{}/", server.addr);
-    std::fs::create_dir_all(root.join("docs")).unwrap();
-    let screenshot = root.join("docs/screenshot.png");
+    let shots = tempfile::tempdir().unwrap();
+    let screenshot = if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        root.join("docs/screenshot.png")
+    } else {
+        shots.path().join("screenshot.png")
+    };
 
     let child = tokio::process::Command::new("node")
         .arg(root.join("tests/browser/chat.mjs"))
