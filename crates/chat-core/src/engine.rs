@@ -1134,13 +1134,19 @@ impl Engine {
     /// Queues the answer to the session's own request (see
     /// [`Session::deliver_reply`]).
     pub(crate) fn reply_to(session: &Arc<dyn Session>, frame: &ServerFrame) {
-        if session.deliver_reply(Codec::encode(frame)).is_err() && !session.is_closed() {
-            session.close(ErrorCode::Lagged);
-        }
+        let queued = session.deliver_reply(Codec::encode(frame));
+        Self::lag_if_refused(session, queued);
     }
 
     pub(crate) fn send_bytes(session: &Arc<dyn Session>, bytes: Bytes) {
-        if session.deliver(bytes).is_err() && !session.is_closed() {
+        let queued = session.deliver(bytes);
+        Self::lag_if_refused(session, queued);
+    }
+
+    /// A session whose queue refused a frame is closed as `lagged` (it
+    /// resumes by `seq`), unless it is closed already.
+    fn lag_if_refused(session: &Arc<dyn Session>, queued: Result<(), crate::session::Full>) {
+        if queued.is_err() && !session.is_closed() {
             session.close(ErrorCode::Lagged);
         }
     }
