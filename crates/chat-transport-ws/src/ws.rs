@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chat_core::{
-    AdmissionPermit, Codec, ErrorCode, Outbox, OutboxLimits, Recv, ServerFrame, Session,
+    AdmissionPermit, Codec, ErrorCode, Outbox, OutboxLimits, OutboxReceiver, Recv, ServerFrame,
+    Session,
 };
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
@@ -38,6 +39,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::http::{self, Body};
 use crate::server::Shared;
+use crate::WsSettings;
 
 /// An accepted upgrade waiting for hyper to hand the socket over.
 pub(crate) struct PendingWs {
@@ -260,22 +262,7 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
                 tokio::select! {
                     r = rx.recv_many(&mut buf, s.write_batch_frames) => match r {
                         Recv::Frames => {
-                            if !s.write_coalesce.is_zero()
-                                && buf.len() < s.write_batch_frames
-                                && !rx.took_reply()
-                            {
-                                // Gather more, but never hold a reply back.
-                                tokio::select! {
-                                    () = tokio::time::sleep(s.write_coalesce) => {}
-                                    () = rx.reply_queued() => {}
-                                }
-                                while buf.len() < s.write_batch_frames {
-                                    match rx.try_recv() {
-                                        Some(frame) => buf.push(frame),
-                                        None => break,
-                                    }
-                                }
-                            }
+                            gather(&mut rx, &mut buf, s).await;
                             if let Err(end) = write_batch(&mut sink, &mut buf, s.write_timeout).await {
                                 return end;
                             }
@@ -307,6 +294,26 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
     };
     finish(&shared, sink, stream, &end, peer, session).await;
     drop(conn);
+}
+
+/// With [`WsSettings::write_coalesce`](crate::WsSettings::write_coalesce),
+/// waits that long for more frames to write with those in `buf` (up to a
+/// batch), but not for a reply: one taken or one queued meanwhile ends the
+/// wait.
+async fn gather(rx: &mut OutboxReceiver, buf: &mut Vec<Bytes>, s: &WsSettings) {
+    if s.write_coalesce.is_zero() || buf.len() >= s.write_batch_frames || rx.took_reply() {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(s.write_coalesce) => {}
+        () = rx.reply_queued() => {}
+    }
+    while buf.len() < s.write_batch_frames {
+        match rx.try_recv() {
+            Some(frame) => buf.push(frame),
+            None => break,
+        }
+    }
 }
 
 /// Writes `frames` with one flush, bounded by `timeout`.
