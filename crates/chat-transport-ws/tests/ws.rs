@@ -496,3 +496,45 @@ async fn upgrade_without_websocket_headers_is_refused() {
     assert_eq!(r.error_code(), "upgrade_required");
     server.stop().await.unwrap();
 }
+
+/// Invariant 4 with write coalescing: frames held for the window still
+/// count against the session's bounded queue, so a room busier than the
+/// queue lags that subscriber out (close 4000, it resumes by `seq`) instead
+/// of growing it, while the sender keeps getting every ack at once.
+#[tokio::test]
+async fn a_queue_that_fills_during_the_window_lags_only_its_subscriber() {
+    let engine = chat_core::Engine::builder()
+        .limits(support::limits().max_queue_frames(16))
+        .build()
+        .unwrap();
+    let settings = support::settings().write_coalesce(Duration::from_secs(3));
+    let server = TestServer::start_with(engine, settings).await;
+    let mut alice = ws_connect(server.addr).await;
+    let mut bob = ws_connect(server.addr).await;
+    alice.signup("alice").await;
+    bob.signup("bob").await;
+    alice
+        .call(json!({"type": "create_room", "room": "lobby"}))
+        .await;
+    bob.call(json!({"type": "join", "room": "lobby"})).await;
+    let r = bob
+        .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 0}]}))
+        .await;
+    assert!(matches!(r, ServerFrame::Subscribed { .. }), "{r:?}");
+    // 40 messages within bob's 3 s window: more than his 16-frame queue.
+    for i in 1..=40u64 {
+        let ack = alice
+            .call(json!({"type": "send", "room": "lobby", "body": format!("m{i}")}))
+            .await;
+        assert!(
+            matches!(ack, ServerFrame::Ack { seq, .. } if seq == i),
+            "{ack:?}"
+        );
+    }
+    let (frames, code) = bob.until_close().await;
+    assert_eq!(code, Some(4000), "{frames:?}");
+    assert!(frames
+        .iter()
+        .any(|f| matches!(f, ServerFrame::Closing { reason, .. } if *reason == ErrorCode::Lagged)));
+    server.stop().await.unwrap();
+}
