@@ -238,6 +238,7 @@ impl OutboxReceiver {
                 }
                 if !st.queue.is_empty() {
                     let n = st.queue.len().min(max.max(1));
+                    buf.reserve(n);
                     let state = &mut *st;
                     for (frame, reply) in state.queue.drain(..n) {
                         state.bytes -= frame.len();
@@ -246,6 +247,10 @@ impl OutboxReceiver {
                             self.took_reply = true;
                         }
                         buf.push(frame);
+                    }
+                    if state.queue.is_empty() {
+                        // An idle session keeps no queue storage.
+                        state.queue = VecDeque::new();
                     }
                     drop(st);
                     self.shared.writable.notify_waiters();

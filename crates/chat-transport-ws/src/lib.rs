@@ -82,6 +82,7 @@
 mod api;
 mod error;
 pub mod files;
+mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod http;

@@ -26,16 +26,15 @@ pub struct WsSettings {
     /// [`max_frame_bytes`](chat_core::Limits::max_frame_bytes) get a
     /// `frame_too_large` error frame and the connection stays usable.
     pub max_message_bytes: usize,
-    /// Initial size of a connection's read buffer, in bytes; it grows to
-    /// fit a message. Small keeps idle connections cheap. Default 1 KiB.
+    /// Most bytes taken from a socket in one read. They are read into a
+    /// buffer shared by the sessions of one worker thread and parsed at
+    /// once: a connection keeps bytes of its own only while a frame is
+    /// incomplete, so idle connections hold no read buffer. Default 16 KiB.
     pub read_buffer_bytes: usize,
-    /// Outgoing bytes buffered before a write is forced (a batch is written
-    /// at its end anyway). Default 128 KiB.
+    /// Most bytes of frames gathered into one write; a batch over it is
+    /// written in several. The buffer lives only until it is written.
+    /// Default 128 KiB.
     pub write_buffer_bytes: usize,
-    /// Most outgoing bytes buffered for one connection; past it the
-    /// connection is dropped. Must exceed `write_buffer_bytes` by at least
-    /// one message. Default 4 MiB.
-    pub max_write_buffer_bytes: usize,
     /// Most queued frames written in one batch (one flush). Default 64.
     pub write_batch_frames: usize,
     /// How long a session's writer waits, once a frame is queued, for more
@@ -101,9 +100,8 @@ impl Default for WsSettings {
     fn default() -> Self {
         WsSettings {
             max_message_bytes: 64 * 1024,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 16 * 1024,
             write_buffer_bytes: 128 * 1024,
-            max_write_buffer_bytes: 4 * 1024 * 1024,
             write_batch_frames: 64,
             write_coalesce: Duration::ZERO,
             write_timeout: Duration::from_secs(30),
@@ -132,7 +130,6 @@ impl std::fmt::Debug for WsSettings {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("read_buffer_bytes", &self.read_buffer_bytes)
             .field("write_buffer_bytes", &self.write_buffer_bytes)
-            .field("max_write_buffer_bytes", &self.max_write_buffer_bytes)
             .field("write_batch_frames", &self.write_batch_frames)
             .field("write_coalesce", &self.write_coalesce)
             .field("write_timeout", &self.write_timeout)
@@ -177,8 +174,6 @@ setters! {
     read_buffer_bytes: usize,
     /// Sets [`WsSettings::write_buffer_bytes`].
     write_buffer_bytes: usize,
-    /// Sets [`WsSettings::max_write_buffer_bytes`].
-    max_write_buffer_bytes: usize,
     /// Sets [`WsSettings::write_batch_frames`].
     write_batch_frames: usize,
     /// Sets [`WsSettings::write_coalesce`].
@@ -234,15 +229,8 @@ impl WsSettings {
         if self.read_buffer_bytes == 0 {
             return invalid("read_buffer_bytes", "must be at least 1");
         }
-        if self.max_write_buffer_bytes
-            <= self
-                .write_buffer_bytes
-                .saturating_add(self.max_message_bytes)
-        {
-            return invalid(
-                "max_write_buffer_bytes",
-                "must exceed write_buffer_bytes plus max_message_bytes",
-            );
+        if self.write_buffer_bytes == 0 {
+            return invalid("write_buffer_bytes", "must be at least 1");
         }
         if self.write_batch_frames == 0 {
             return invalid("write_batch_frames", "must be at least 1");
@@ -294,7 +282,9 @@ mod tests {
                 ..
             })
         ));
-        let bad = WsSettings::default().max_write_buffer_bytes(1000);
+        let bad = WsSettings::default().write_buffer_bytes(0);
+        assert!(bad.validate().is_err());
+        let bad = WsSettings::default().read_buffer_bytes(0);
         assert!(bad.validate().is_err());
     }
 }

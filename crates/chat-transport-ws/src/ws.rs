@@ -1,19 +1,24 @@
 //! `GET /ws`: the upgrade handshake, and one WebSocket session carrying one
 //! JSON frame per text message.
 //!
-//! The session runs a reader and a writer concurrently in the connection's
-//! one task: the reader hands each text message to
+//! The session is its own task (spawned once hyper hands the socket over)
+//! running a reader and a writer concurrently: the reader parses the
+//! client's frames ([`crate::frame`]) and hands each text message to
 //! [`Connection::handle_frame`](chat_core::Connection::handle_frame) (which
-//! may wait on the store), the writer drains the session's bounded outbox
-//! in batches (one flush per batch, each frame's JSON written as it was
+//! may wait on the store); the writer drains the session's bounded outbox
+//! in batches (one write per batch, each frame's JSON written as it was
 //! encoded once by the engine, with only a 2-10 byte header built per
-//! send) and pings a quiet client.
+//! send) and pings a quiet client. An idle session holds no buffer: reads
+//! go through a buffer its worker thread shares, writes through one that
+//! lives until it is written.
 
-use std::future::Future;
+use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +26,6 @@ use chat_core::{
     AdmissionPermit, Codec, ErrorCode, Outbox, OutboxLimits, OutboxReceiver, Recv, ServerFrame,
     Session,
 };
-use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
@@ -29,14 +33,11 @@ use hyper::header::{
 };
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
+use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, Inbound};
 use crate::http::{self, Body};
 use crate::server::Shared;
 use crate::WsSettings;
@@ -173,19 +174,107 @@ impl PendingWs {
 /// How a session ended.
 #[derive(Debug)]
 enum End {
-    /// The client sent Close.
-    ClientClosed,
+    /// The client sent Close, with this status code if any.
+    ClientClosed(Option<u16>),
     /// The socket failed or reached EOF; nothing more can be sent.
     Gone(String),
     /// The engine closed the session, or the transport decided to.
     Server(ErrorCode),
-    /// The client broke the WebSocket protocol.
-    Protocol(String),
+    /// The client's bytes are not valid WebSocket frames (the stream can
+    /// no longer be read frame by frame).
+    Frame(FrameError),
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-type Sink = futures_util::stream::SplitSink<Ws, Message>;
-type Stream = futures_util::stream::SplitStream<Ws>;
+thread_local! {
+    /// The read buffer the worker thread's sessions share: bytes are parsed
+    /// as soon as they are read, so no session keeps one of its own.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The connection and the bytes waiting to be written to it. The session's
+/// reader and writer share it (one task, so the lock is never contended);
+/// every frame is queued whole, so whichever of them drives the write,
+/// frames never interleave.
+struct Socket<Io> {
+    io: Io,
+    /// Encoded frames not yet written, from `written` on; released once
+    /// written, so an idle connection holds no buffer.
+    out: Vec<u8>,
+    written: usize,
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
+    /// Reads up to `max` bytes into the thread's shared buffer and hands
+    /// them to `take`; 0 means end of stream.
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        take: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < max {
+                scratch.resize(max, 0);
+            }
+            let mut rb = ReadBuf::new(&mut scratch[..max]);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+            let got = rb.filled();
+            take(got);
+            Poll::Ready(Ok(got.len()))
+        })
+    }
+
+    /// Writes everything queued, then flushes.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        if self.written > 0 {
+            self.out = Vec::new();
+            self.written = 0;
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
+
+fn lock<Io>(sock: &Mutex<Socket<Io>>) -> std::sync::MutexGuard<'_, Socket<Io>> {
+    sock.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads more of the client's bytes into `dec`; 0 means end of stream.
+async fn read_more<Io: AsyncRead + AsyncWrite + Unpin>(
+    sock: &Mutex<Socket<Io>>,
+    dec: &mut Decoder,
+    max: usize,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| lock(sock).poll_read(cx, max, |b| dec.push(b))).await
+}
+
+/// Writes what is queued, bounded by `timeout`.
+async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
+    sock: &Mutex<Socket<Io>>,
+    timeout: Duration,
+) -> Result<(), End> {
+    // Most writes finish at once: only a write that has to wait for the
+    // client pays for a timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(lock(sock).poll_drain(cx))).await;
+    let done = match first {
+        Poll::Ready(r) => r,
+        // Boxed: the timer lives only while a write waits, not in every
+        // idle session.
+        Poll::Pending => Box::pin(tokio::time::timeout(
+            timeout,
+            std::future::poll_fn(|cx| lock(sock).poll_drain(cx)),
+        ))
+        .await
+        .map_err(|_| End::Gone("write timed out".to_owned()))?,
+    };
+    done.map_err(|e| End::Gone(e.to_string()))
+}
 
 /// Runs one WebSocket session to its end.
 pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
@@ -201,15 +290,35 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
             return;
         }
     };
+    // A plain connection is driven as the `TcpStream` itself, without
+    // hyper's boxed wrapper; TLS goes through the wrapper, its session
+    // boxed so that plain sessions' tasks are not sized for both.
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => session(shared, parts.io.into_inner(), parts.read_buf, permit, peer).await,
+        Err(upgraded) => {
+            let io = TokioIo::new(upgraded);
+            Box::pin(session(shared, io, Bytes::new(), permit, peer)).await;
+        }
+    }
+}
+
+/// Runs the session over `io`; `early` are bytes the client sent right
+/// after the handshake, read before the upgrade (a slice of hyper's read
+/// buffer: copied and released at once, or the session would keep that
+/// whole buffer).
+async fn session<Io: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    io: Io,
+    early: Bytes,
+    permit: AdmissionPermit,
+    peer: SocketAddr,
+) {
     let s = &shared.settings;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(s.read_buffer_bytes)
-        .write_buffer_size(s.write_buffer_bytes)
-        .max_write_buffer_size(s.max_write_buffer_bytes)
-        .max_message_size(Some(s.max_message_bytes))
-        .max_frame_size(Some(s.max_message_bytes));
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let sock = Mutex::new(Socket {
+        io,
+        out: Vec::new(),
+        written: 0,
+    });
     let _open = shared.stats.ws_connection();
     let engine = &shared.engine;
     let limits = engine.limits();
@@ -220,25 +329,31 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
     let mut conn = engine.connect(Arc::new(outbox.clone()), permit);
     let session = conn.session_id();
     tracing::debug!(%peer, session, "WebSocket session open");
-    let (mut sink, mut stream) = ws.split();
+    let mut dec = Decoder::new(s.max_message_bytes);
+    dec.push(&early);
+    drop(early);
     let clock = Clock::new();
     let end = {
         let reader = async {
             loop {
-                let msg = match stream.next().await {
-                    None => return End::Gone("end of stream".to_owned()),
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return classify(e),
+                let msg = match dec.next() {
+                    Ok(Some(m)) => m,
+                    Ok(None) => match read_more(&sock, &mut dec, s.read_buffer_bytes).await {
+                        Ok(0) => return End::Gone("end of stream".to_owned()),
+                        Ok(_) => continue,
+                        Err(e) => return End::Gone(e.to_string()),
+                    },
+                    Err(e) => return End::Frame(e),
                 };
                 clock.touch();
                 match msg {
                     // Boxed: the handler's state (it may wait on the
                     // store) lives only while a frame is handled, not in
                     // every idle session's task.
-                    Message::Text(text) => Box::pin(conn.handle_frame(text.as_bytes())).await,
-                    Message::Binary(data) => {
+                    Inbound::Text(text) => Box::pin(conn.handle_frame(&text)).await,
+                    Inbound::Binary(bytes) => {
                         engine.metrics().bad_frames.inc();
-                        tracing::info!(%peer, session, bytes = data.len(), "binary WebSocket message refused");
+                        tracing::info!(%peer, session, bytes, "binary WebSocket message refused");
                         let frame = ServerFrame::Error {
                             id: None,
                             code: ErrorCode::BadFrame,
@@ -248,41 +363,47 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
                             outbox.close(ErrorCode::Lagged);
                         }
                     }
-                    Message::Close(_) => return End::ClientClosed,
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    Inbound::Ping(data) => {
+                        encode_control(&mut lock(&sock).out, Control::Pong(&data));
+                        if let Err(end) = drain(&sock, s.write_timeout).await {
+                            return end;
+                        }
+                    }
+                    Inbound::Pong => {}
+                    Inbound::Close(code) => return End::ClientClosed(code),
                 }
             }
         };
         let writer = async {
             let mut buf: Vec<Bytes> = Vec::new();
-            let mut tick =
-                tokio::time::interval_at(Instant::now() + s.ping_interval, s.ping_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Inline, reset after each tick: no timer allocation per session.
+            let tick = tokio::time::sleep(s.ping_interval);
+            tokio::pin!(tick);
             loop {
                 tokio::select! {
                     r = rx.recv_many(&mut buf, s.write_batch_frames) => match r {
                         Recv::Frames => {
                             gather(&mut rx, &mut buf, s).await;
-                            if let Err(end) = write_batch(&mut sink, &mut buf, s.write_timeout).await {
+                            if let Err(end) = write_frames(&sock, &buf, s).await {
                                 return end;
                             }
-                            if buf.capacity() > s.write_batch_frames {
-                                buf = Vec::new();
-                            }
+                            // An idle session keeps no batch buffer.
+                            buf = Vec::new();
                         }
                         Recv::Closed(reason) => return End::Server(reason),
                     },
-                    _ = tick.tick() => {
+                    () = &mut tick => {
                         let quiet = clock.quiet_for();
                         if quiet >= s.idle_timeout {
                             return End::Server(ErrorCode::Idle);
                         }
                         if quiet >= s.ping_interval {
-                            let ping = tokio::time::timeout(s.write_timeout, sink.send(Message::Ping(Bytes::new())));
-                            if !matches!(ping.await, Ok(Ok(()))) {
-                                return End::Gone("ping failed".to_owned());
+                            encode_control(&mut lock(&sock).out, Control::Ping);
+                            if let Err(end) = drain(&sock, s.write_timeout).await {
+                                return end;
                             }
                         }
+                        tick.as_mut().reset(Instant::now() + s.ping_interval);
                     }
                 }
             }
@@ -292,7 +413,11 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
             e = writer => e,
         }
     };
-    finish(&shared, sink, stream, &end, peer, session).await;
+    // Boxed: the closing handshake's state is needed once, at the end.
+    Box::pin(finish(
+        &shared, &sock, &mut dec, &mut rx, end, peer, session,
+    ))
+    .await;
     drop(conn);
 }
 
@@ -304,10 +429,14 @@ async fn gather(rx: &mut OutboxReceiver, buf: &mut Vec<Bytes>, s: &WsSettings) {
     if s.write_coalesce.is_zero() || buf.len() >= s.write_batch_frames || rx.took_reply() {
         return;
     }
-    tokio::select! {
-        () = tokio::time::sleep(s.write_coalesce) => {}
-        () = rx.reply_queued() => {}
-    }
+    // Boxed, as the timer is only needed while gathering.
+    Box::pin(async {
+        tokio::select! {
+            () = tokio::time::sleep(s.write_coalesce) => {}
+            () = rx.reply_queued() => {}
+        }
+    })
+    .await;
     while buf.len() < s.write_batch_frames {
         match rx.try_recv() {
             Some(frame) => buf.push(frame),
@@ -316,106 +445,135 @@ async fn gather(rx: &mut OutboxReceiver, buf: &mut Vec<Bytes>, s: &WsSettings) {
     }
 }
 
-/// Writes `frames` with one flush, bounded by `timeout`.
-async fn write_batch(
-    sink: &mut Sink,
-    frames: &mut Vec<Bytes>,
-    timeout: Duration,
+/// Writes `frames` as text frames, each payload the engine's shared JSON
+/// bytes as they are (no re-encoding, no UTF-8 re-validation), with one
+/// write per `write_buffer_bytes`.
+async fn write_frames<Io: AsyncRead + AsyncWrite + Unpin>(
+    sock: &Mutex<Socket<Io>>,
+    frames: &[Bytes],
+    s: &WsSettings,
 ) -> Result<(), End> {
-    let write = async {
-        for frame in frames.drain(..) {
-            sink.feed(text_frame(frame)).await?;
+    let mut next = 0;
+    while next < frames.len() {
+        {
+            let mut sock = lock(sock);
+            while let Some(frame) = frames.get(next) {
+                if sock.out.len() >= s.write_buffer_bytes {
+                    break;
+                }
+                encode_text(&mut sock.out, frame);
+                next += 1;
+            }
         }
-        sink.flush().await
-    };
-    tokio::pin!(write);
-    // Most writes finish at once: only a write that has to wait for the
-    // client pays for a timer.
-    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-    let done = match first {
-        Poll::Ready(r) => r,
-        Poll::Pending => tokio::time::timeout(timeout, write)
-            .await
-            .map_err(|_| End::Gone("write timed out".to_owned()))?,
-    };
-    done.map_err(|e| End::Gone(e.to_string()))
-}
-
-/// A text frame whose payload is the engine's shared JSON bytes, sent as
-/// is: no re-encoding and no UTF-8 re-validation.
-fn text_frame(json: Bytes) -> Message {
-    Message::Frame(Frame::message(json, OpCode::Data(Data::Text), true))
-}
-
-fn classify(e: WsError) -> End {
-    match e {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-            tracing::info!(size, max_size, "WebSocket message too large");
-            End::Server(ErrorCode::FrameTooLarge)
-        }
-        WsError::Capacity(e) => End::Protocol(e.to_string()),
-        WsError::Utf8(_) => End::Server(ErrorCode::BadFrame),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            End::Gone("reset without closing handshake".to_owned())
-        }
-        WsError::Protocol(e) => End::Protocol(e.to_string()),
-        e => End::Gone(e.to_string()),
+        drain(sock, s.write_timeout).await?;
     }
+    Ok(())
 }
 
 /// Sends the `closing` frame and the Close (unless the client went away or
 /// closed first), then waits, bounded, for the client's side of the close.
-async fn finish(
+async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
-    mut sink: Sink,
-    mut stream: Stream,
-    end: &End,
+    sock: &Mutex<Socket<Io>>,
+    dec: &mut Decoder,
+    rx: &mut OutboxReceiver,
+    end: End,
     peer: SocketAddr,
     session: u64,
 ) {
     let s = &shared.settings;
-    let (code, text): (u16, String) = match end {
+    let reason = match end {
         End::Gone(why) => {
             tracing::debug!(%peer, session, why = %why, "WebSocket gone");
             return;
         }
-        End::ClientClosed => {
-            tracing::debug!(%peer, session, "WebSocket closed by the client");
-            // Reading on flushes tungstenite's reply to the client's Close.
-            let _ = tokio::time::timeout(s.close_timeout, async {
-                while let Some(Ok(_)) = stream.next().await {}
-            })
-            .await;
+        End::ClientClosed(code) => {
+            tracing::debug!(%peer, session, ?code, "WebSocket closed by the client");
+            // Replies to what the client sent before its Close still go
+            // out; then its status is echoed (RFC 6455, 5.5.1) and the
+            // server hangs up.
+            {
+                let mut sock = lock(sock);
+                while let Some(frame) = rx.try_recv() {
+                    encode_text(&mut sock.out, &frame);
+                }
+                encode_control(&mut sock.out, Control::Close(code.map(|c| (c, ""))));
+            }
+            if drain(sock, s.close_timeout).await.is_ok() {
+                shut_down(sock, s.close_timeout).await;
+            }
             return;
         }
-        End::Protocol(why) => {
-            tracing::info!(%peer, session, why = %why, "WebSocket protocol violation");
-            (1002, "protocol error".to_owned())
+        End::Frame(FrameError::TooLarge { size, max }) => {
+            tracing::info!(%peer, session, size, max, "WebSocket message too large");
+            Some(ErrorCode::FrameTooLarge)
         }
-        End::Server(reason) => {
-            tracing::info!(%peer, session, reason = %reason, "closing WebSocket");
-            let closing = ServerFrame::Closing {
-                reason: *reason,
-                message: explain(*reason).to_owned(),
-            };
-            let _ = tokio::time::timeout(
-                s.close_timeout,
-                sink.feed(text_frame(Codec::encode(&closing))),
-            )
-            .await;
-            (close_code(*reason), reason.as_str().to_owned())
+        End::Frame(FrameError::BadUtf8) => Some(ErrorCode::BadFrame),
+        End::Frame(FrameError::Protocol(why)) => {
+            tracing::info!(%peer, session, why, "WebSocket protocol violation");
+            None
         }
+        End::Server(reason) => Some(reason),
     };
-    let close = Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: text.into(),
-    }));
-    let _ = tokio::time::timeout(s.close_timeout, async {
-        if sink.send(close).await.is_ok() {
-            while let Some(Ok(_)) = stream.next().await {}
+    // After a framing error the rest of the stream cannot be parsed: the
+    // client's Close is not looked for, only its end.
+    let readable = matches!(end, End::Server(_));
+    {
+        let mut sock = lock(sock);
+        match reason {
+            Some(reason) => {
+                tracing::info!(%peer, session, reason = %reason, "closing WebSocket");
+                let closing = ServerFrame::Closing {
+                    reason,
+                    message: explain(reason).to_owned(),
+                };
+                encode_text(&mut sock.out, &Codec::encode(&closing));
+                let close = (close_code(reason), reason.as_str());
+                encode_control(&mut sock.out, Control::Close(Some(close)));
+            }
+            None => encode_control(
+                &mut sock.out,
+                Control::Close(Some((1002, "protocol error"))),
+            ),
         }
+    }
+    let _ = tokio::time::timeout(s.close_timeout, async {
+        if drain(sock, s.close_timeout).await.is_err() {
+            return;
+        }
+        loop {
+            if readable {
+                match dec.next() {
+                    Ok(Some(Inbound::Close(_))) | Err(_) => break,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {}
+                }
+                match read_more(sock, dec, s.read_buffer_bytes).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            } else {
+                let discard = std::future::poll_fn(|cx| {
+                    lock(sock).poll_read(cx, s.read_buffer_bytes, |_| {})
+                });
+                match discard.await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        }
+        shut_down(sock, s.close_timeout).await;
     })
     .await;
+}
+
+/// Ends the stream cleanly (TLS close_notify, then FIN), bounded.
+async fn shut_down<Io: AsyncRead + AsyncWrite + Unpin>(
+    sock: &Mutex<Socket<Io>>,
+    timeout: Duration,
+) {
+    let shutdown = std::future::poll_fn(|cx| Pin::new(&mut lock(sock).io).poll_shutdown(cx));
+    let _ = tokio::time::timeout(timeout, shutdown).await;
 }
 
 /// When the client was last heard from, shared by the reader and the
