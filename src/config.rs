@@ -174,6 +174,17 @@ const SPECS: &[Spec] = &[
         help: "longest wait for Redis to take a room event before the link is re-made",
     },
     Spec {
+        key: "idempotency-window",
+        default: "86400",
+        help:
+            "SQLite: seconds a resent message (same client_id) is recognized and not stored twice",
+    },
+    Spec {
+        key: "idempotency-keys",
+        default: "1000000",
+        help: "SQLite: most recent client_ids held for that check (about 70 bytes each)",
+    },
+    Spec {
         key: "write-coalesce-ms",
         default: "0",
         help: "WebSocket: wait this long for more frames before a write (fan-out batching)",
@@ -260,6 +271,10 @@ pub struct Config {
     pub llm_user_rate: u32,
     /// Longest wait for a Redis publish.
     pub redis_publish_timeout: Duration,
+    /// How long the SQLite store recognizes a resent message.
+    pub idempotency_window: Duration,
+    /// Most client_ids the SQLite store holds for that.
+    pub idempotency_keys: usize,
     /// How long a WebSocket writer gathers frames before writing.
     pub write_coalesce: Duration,
     /// Rate limit burst.
@@ -481,6 +496,8 @@ fn build(get: impl Fn(&str) -> String) -> Result<Config, ConfigError> {
         llm_user_burst: num(&get, "llm-user-burst")?,
         llm_user_rate: num(&get, "llm-user-rate")?,
         redis_publish_timeout: Duration::from_millis(num(&get, "redis-publish-timeout-ms")?),
+        idempotency_window: Duration::from_secs(num(&get, "idempotency-window")?),
+        idempotency_keys: num(&get, "idempotency-keys")?,
         write_coalesce: Duration::from_millis(num(&get, "write-coalesce-ms")?),
         rate_burst: num(&get, "rate-burst")?,
         rate_per_second: num(&get, "rate-per-second")?,

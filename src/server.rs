@@ -83,7 +83,12 @@ pub async fn start(config: &Config) -> Result<Running, ServerError> {
             Arc::new(chat_store_postgres::PostgresStore::open(s).await?)
         }
         None => Arc::new(
-            SqliteStore::open_async(SqliteSettings::new(config.data.join("chat.db"))).await?,
+            SqliteStore::open_async(
+                SqliteSettings::new(config.data.join("chat.db"))
+                    .idempotency_window(config.idempotency_window)
+                    .idempotency_keys(config.idempotency_keys),
+            )
+            .await?,
         ),
     };
 

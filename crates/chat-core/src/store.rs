@@ -62,7 +62,8 @@ pub struct NewMessage {
     pub body: String,
     /// Author kind.
     pub kind: MessageKind,
-    /// Idempotency key, unique per (room, sender).
+    /// Idempotency key, unique per (room, sender) within the store's
+    /// idempotency window (see [`Store::append`]).
     pub client_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
@@ -185,7 +186,9 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a message, assigning the room's next `seq` in the same
     /// transaction. Returns only once the message is durable. A repeated
     /// (room, sender, client_id) returns the earlier message, marked
-    /// `duplicate`, and stores nothing.
+    /// `duplicate`, and stores nothing. A store may bound how long it
+    /// recognizes a repeat (an idempotency window, documented by the
+    /// store); within it the answer is exact.
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
     /// A page of history; see [`HistoryQuery`].
     async fn history(&self, room: &str, query: HistoryQuery) -> Result<Vec<Message>, StoreError>;

@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the SQLite store: durable appends per second from
-//! 1, 16 and 256 concurrent writers, and history paging on a room of a
-//! million messages.
+//! 1, 16 and 256 concurrent writers, without and with a `client_id`
+//! (idempotency key), and history paging on a room of a million messages.
 //!
 //! Run with: `cargo bench -p chat-store-sqlite --bench store`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -14,6 +14,16 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 mod support;
 
 fn durable_appends(c: &mut Criterion) {
+    appends_group(c, "durable_appends", &[1, 16, 256], false);
+}
+
+/// As `durable_appends`, each message with a fresh `client_id`: the cost of
+/// the idempotency window against the plain group.
+fn durable_appends_keyed(c: &mut Criterion) {
+    appends_group(c, "durable_appends_keyed", &[16, 256], true);
+}
+
+fn appends_group(c: &mut Criterion, name: &str, writer_counts: &[u64], keyed: bool) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = rt.block_on(async {
@@ -26,14 +36,14 @@ fn durable_appends(c: &mut Criterion) {
             .unwrap();
         store
     });
-    let mut group = c.benchmark_group("durable_appends");
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
-    for writers in [1u64, 16, 256] {
+    for &writers in writer_counts {
         group.bench_with_input(BenchmarkId::from_parameter(writers), &writers, |b, &w| {
             b.iter_custom(|iters| {
-                rt.block_on(support::appends(&store, "bench", w, iters.max(w)))
+                rt.block_on(support::appends(&store, "bench", w, iters.max(w), keyed))
                     .0
             });
         });
@@ -41,8 +51,8 @@ fn durable_appends(c: &mut Criterion) {
     group.finish();
     let m = store.metrics();
     eprintln!(
-        "writer: {} requests in {} commits (largest batch {})",
-        m.requests, m.commits, m.largest_batch
+        "writer: {} requests in {} commits (largest batch {}), {} idempotency keys held",
+        m.requests, m.commits, m.largest_batch, m.idempotency_keys
     );
 }
 
@@ -86,5 +96,5 @@ fn history(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, durable_appends, history);
+criterion_group!(benches, durable_appends, durable_appends_keyed, history);
 criterion_main!(benches);

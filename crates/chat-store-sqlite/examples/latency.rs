@@ -6,7 +6,9 @@
 //! `CHAT_BENCH_DIR` picks the directory for the database files (default: the
 //! system temporary directory); `CHAT_BENCH_MAX_BATCH`,
 //! `CHAT_BENCH_COMMIT_DELAY_US` and `CHAT_BENCH_WAL_AUTOCHECKPOINT` override
-//! those settings.
+//! those settings. `CHAT_BENCH_CLIENT_ID=1` gives every message a fresh
+//! `client_id` (idempotency key), and then reports how long reopening takes
+//! to reload the idempotency window.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -70,11 +72,12 @@ async fn main() {
         .create_room(support::room("bench"), &[])
         .await
         .unwrap();
+    let keyed = std::env::var("CHAT_BENCH_CLIENT_ID").is_ok_and(|v| v == "1");
     for (writers, total) in [(1u64, 5_000u64), (16, 50_000), (256, 500_000)] {
         // Warm up, then measure.
-        support::appends(&store, "bench", writers, total / 10).await;
+        support::appends(&store, "bench", writers, total / 10, keyed).await;
         let before = store.metrics();
-        let (elapsed, latencies) = support::appends(&store, "bench", writers, total).await;
+        let (elapsed, latencies) = support::appends(&store, "bench", writers, total, keyed).await;
         let after = store.metrics();
         let commits = after.commits - before.commits;
         println!(
@@ -87,6 +90,18 @@ async fn main() {
     }
     store.close().await.unwrap();
     drop(store);
+    if keyed {
+        let started = Instant::now();
+        let store = SqliteStore::open_async(settings(dir.path().join("appends.db")))
+            .await
+            .unwrap();
+        println!(
+            "reopened in {:.2?}, {} idempotency keys reloaded",
+            started.elapsed(),
+            store.metrics().idempotency_keys
+        );
+        store.close().await.unwrap();
+    }
 
     let store = support::big_room(&dir.path().join("history.db")).await;
     let mut latencies = Vec::with_capacity(20_000);

@@ -47,7 +47,8 @@
 //! - `schema`: the DDL, versioned migrations run on open
 //!   ([`SCHEMA_VERSION`] in `PRAGMA user_version`), connection set-up.
 //! - `writer`: the writer thread, batching and group commit; `ops`: the SQL of
-//!   each write.
+//!   each write; `idempotency`: the window of recent `client_id`s the writer
+//!   checks retries against.
 //! - `reader`: the pool of read-only connections; `queries`: the SQL of each
 //!   read.
 //! - `store`: [`SqliteStore`], the [`Store`](chat_core::Store) implementation.
@@ -63,6 +64,57 @@
 //! request fails alone; a batch that does not commit fails every request in
 //! it.
 //!
+//! # Why an idempotency window?
+//!
+//! A `client_id` makes a send idempotent: a retry with the same (room,
+//! sender, `client_id`) gets the stored message back, marked `duplicate`.
+//! This store recognizes retries within a bounded window: the original must
+//! be less than [`SqliteSettings::idempotency_window`] older (24 hours by
+//! default, in message `ts`) and among the newest
+//! [`SqliteSettings::idempotency_keys`] keyed messages (1,000,000 by
+//! default); an older retry is stored as a new message. The writer thread
+//! keeps those keys in memory and reloads them from the file on open, in
+//! place of a unique index over all history, which cost every keyed send a
+//! B-tree seek and the batch a rewritten index page per sending client. A
+//! key joins the window only once its batch committed.
+//!
+//! ```
+//! # use chat_core::{MessageKind, NewMessage, RoomRecord, Store};
+//! # use chat_store_sqlite::{SqliteSettings, SqliteStore};
+//! # use std::time::Duration;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let settings = SqliteSettings::new(dir.path().join("chat.db"))
+//!     .idempotency_window(Duration::from_secs(60))
+//!     .idempotency_keys(10_000);
+//! let store = SqliteStore::open_async(settings).await?;
+//! # let room = RoomRecord { name: "lobby".into(), kind: "public".into(),
+//! #     topic: String::new(), created_by: "alice".into(), created_at: 0 };
+//! # store.create_room(room, &[]).await?;
+//! let send = |ts: u64| NewMessage {
+//!     room: "lobby".into(),
+//!     sender: "alice".into(),
+//!     body: "hello".into(),
+//!     kind: MessageKind::User,
+//!     client_id: Some("c-1".into()),
+//!     ts,
+//!     file: None,
+//! };
+//! let first = store.append(send(1_000)).await?;
+//! // A retry 30 s later is recognized...
+//! let retry = store.append(send(31_000)).await?;
+//! assert!(retry.duplicate);
+//! assert_eq!(retry.message.seq, first.message.seq);
+//! // ...one 60 s after the original is a new message.
+//! let late = store.append(send(61_000)).await?;
+//! assert!(!late.duplicate);
+//! assert_eq!(late.message.seq, 2);
+//! # store.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Why WAL and a reader pool?
 //!
 //! In WAL mode readers see the last commit and never block the writer (nor
@@ -73,10 +125,12 @@
 //!
 //! The writer assumes it is the only one writing the file. A second process
 //! writing the same file cannot corrupt it (the primary key refuses a reused
-//! `seq`), but its appends and ours would fail on each other.
+//! `seq`), but its appends and ours would fail on each other, and the
+//! `client_id`s it stores are not in our idempotency window.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod idempotency;
 mod members;
 mod ops;
 mod queries;
@@ -96,9 +150,9 @@ use chat_core::StoreError;
 
 pub use schema::SCHEMA_VERSION;
 pub use settings::{
-    SqliteSettings, DEFAULT_BUSY_TIMEOUT, DEFAULT_COMMIT_DELAY, DEFAULT_MAX_BATCH,
-    DEFAULT_MEMBER_CACHE, DEFAULT_QUEUE_CAPACITY, DEFAULT_READERS, DEFAULT_ROOM_CACHE,
-    DEFAULT_STATEMENT_CACHE, DEFAULT_WAL_AUTOCHECKPOINT,
+    SqliteSettings, DEFAULT_BUSY_TIMEOUT, DEFAULT_COMMIT_DELAY, DEFAULT_IDEMPOTENCY_KEYS,
+    DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_MAX_BATCH, DEFAULT_MEMBER_CACHE, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_READERS, DEFAULT_ROOM_CACHE, DEFAULT_STATEMENT_CACHE, DEFAULT_WAL_AUTOCHECKPOINT,
 };
 pub use store::{SqliteStore, StoreMetrics};
 

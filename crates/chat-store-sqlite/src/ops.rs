@@ -6,6 +6,10 @@
 //! describes the open transaction: the writer clears it whenever a batch is
 //! rolled back, and an operation touches it only after its last statement
 //! succeeded, so a request rolled back to its savepoint leaves it unchanged.
+//!
+//! Idempotency keys follow the same rule: an append records its key in the
+//! [`IdempotencyWindow`] after its insert, as pending; the writer commits the
+//! pending keys after `COMMIT` and discards them after a rollback.
 
 use std::collections::HashMap;
 
@@ -14,6 +18,7 @@ use chat_core::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::idempotency::IdempotencyWindow;
 use crate::rows::{self, kind_str, role_str, to_i64, Db};
 use crate::Error;
 
@@ -24,21 +29,35 @@ struct RoomSlot {
     last_seq: i64,
 }
 
-/// The writer's connection and its room cache.
+/// The writer's connection, its room cache and the idempotency window.
 #[derive(Debug)]
 pub(crate) struct Ops {
     conn: Connection,
     rooms: HashMap<String, RoomSlot>,
     room_cache: usize,
+    keys: IdempotencyWindow,
 }
 
 impl Ops {
-    pub(crate) fn new(conn: Connection, room_cache: usize) -> Self {
+    pub(crate) fn new(conn: Connection, room_cache: usize, keys: IdempotencyWindow) -> Self {
         Ops {
             conn,
             rooms: HashMap::new(),
             room_cache,
+            keys,
         }
+    }
+
+    /// The batch committed: its idempotency keys join the window. Returns
+    /// the number of keys the window holds.
+    pub(crate) fn commit_keys(&mut self) -> usize {
+        self.keys.commit();
+        self.keys.len()
+    }
+
+    /// The batch was rolled back: its idempotency keys are forgotten.
+    pub(crate) fn discard_keys(&mut self) {
+        self.keys.discard();
     }
 
     pub(crate) fn conn(&self) -> &Connection {
@@ -233,17 +252,25 @@ impl Ops {
     }
 
     /// Appends with the room's next `seq`, or returns the earlier message
-    /// with the same (room, sender, client_id).
+    /// with the same (room, sender, client_id) if the idempotency window
+    /// still holds it.
     pub(crate) fn append(&mut self, m: NewMessage) -> Result<Appended, StoreError> {
         let slot = self.room(&m.room)?.ok_or(StoreError::NotFound)?;
-        if let Some(client_id) = &m.client_id {
-            if let Some(message) = self.by_client_id(slot.id, &m.room, &m.sender, client_id)? {
-                return Ok(Appended {
-                    message,
-                    duplicate: true,
-                });
+        let key = match &m.client_id {
+            Some(client_id) => {
+                let key = self.keys.key(slot.id, &m.sender, client_id);
+                if let Some(seq) = self.keys.find(key, m.ts) {
+                    if let Some(message) = self.original(slot.id, seq, &m)? {
+                        return Ok(Appended {
+                            message,
+                            duplicate: true,
+                        });
+                    }
+                }
+                Some(key)
             }
-        }
+            None => None,
+        };
         let ts = to_i64("ts", m.ts).db()?;
         let seq = slot.last_seq + 1;
         let file_json = match &m.file {
@@ -277,10 +304,15 @@ impl Ops {
         if let Some(cached) = self.rooms.get_mut(&m.room) {
             cached.last_seq = seq;
         }
+        let stored_seq = rows::to_u64("messages.seq", seq).db()?;
+        // Last, once nothing can fail: the key is pending until COMMIT.
+        if let Some(key) = key {
+            self.keys.record(key, seq, m.ts);
+        }
         Ok(Appended {
             message: Message {
                 room: m.room,
-                seq: rows::to_u64("messages.seq", seq).db()?,
+                seq: stored_seq,
                 sender: m.sender,
                 body: m.body,
                 ts: m.ts,
@@ -292,24 +324,33 @@ impl Ops {
         })
     }
 
-    fn by_client_id(
+    /// The message at (`room_id`, `seq`), which the idempotency window named
+    /// for `m`'s key, if it is `m`'s original: same sender and `client_id`.
+    /// Anything else (a hash collision) is `None`, and `m` is stored.
+    fn original(
         &self,
         room_id: i64,
-        room: &str,
-        sender: &str,
-        client_id: &str,
+        seq: i64,
+        m: &NewMessage,
     ) -> Result<Option<Message>, StoreError> {
         let mut st = self
             .conn
             .prepare_cached(
                 "SELECT seq, ts, sender, kind, body, client_id, file
-                 FROM messages WHERE room_id = ?1 AND sender = ?2 AND client_id = ?3",
+                 FROM messages WHERE room_id = ?1 AND seq = ?2",
             )
             .db()?;
-        let mut found = st.query(params![room_id, sender, client_id]).db()?;
-        match found.next().db()? {
-            Some(row) => Ok(Some(rows::message(room, row).db()?)),
-            None => Ok(None),
+        let mut found = st.query(params![room_id, seq]).db()?;
+        let Some(row) = found.next().db()? else {
+            tracing::debug!(room = %m.room, seq, "idempotency key names no stored message");
+            return Ok(None);
+        };
+        let message = rows::message(&m.room, row).db()?;
+        if message.sender == m.sender && message.client_id == m.client_id {
+            Ok(Some(message))
+        } else {
+            tracing::debug!(room = %m.room, seq, "idempotency key hash collision");
+            Ok(None)
         }
     }
 }

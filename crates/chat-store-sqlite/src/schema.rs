@@ -10,9 +10,10 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::{Error, SqliteSettings};
 
 /// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
-/// Version 1: accounts, tokens, rooms, memberships and messages.
+/// Version 1: accounts, tokens, rooms, memberships and messages (its
+/// `messages_client_id` index is dropped by version 4).
 ///
 /// Messages are clustered by `(room_id, seq)` (a `WITHOUT ROWID` table), so
 /// a history page is one range scan; `seq` is assigned by the writer as the
@@ -102,8 +103,20 @@ CREATE TABLE read_markers (
 ) WITHOUT ROWID;
 ";
 
+/// Version 4: idempotency moves to a bounded window in memory (see
+/// `idempotency.rs`). The unique index over all keyed history goes: each
+/// sending client had its own insertion point in it, so every batch
+/// rewrote a page per client. What replaces it serves only the window's
+/// rebuild on open, newest first: the keyed messages by `ts`, which grows,
+/// so appends touch the index's rightmost page. Without the unique index,
+/// a retry older than the window is stored again, as documented.
+const V4: &str = "
+DROP INDEX IF EXISTS messages_client_id;
+CREATE INDEX messages_keyed_ts ON messages (ts) WHERE client_id IS NOT NULL;
+";
+
 /// `MIGRATIONS[i]` brings a file from version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4];
 
 /// The file's schema version.
 pub(crate) fn user_version(conn: &Connection) -> Result<u32, Error> {

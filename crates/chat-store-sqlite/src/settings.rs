@@ -24,6 +24,11 @@ pub const DEFAULT_STATEMENT_CACHE: usize = 64;
 pub const DEFAULT_ROOM_CACHE: usize = 16_384;
 /// Default number of (room, user) roles kept in memory.
 pub const DEFAULT_MEMBER_CACHE: usize = 65_536;
+/// Default age, in message time, up to which a retried `client_id` is
+/// recognized: 24 hours.
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default most idempotency keys held in memory (about 70 MB at the bound).
+pub const DEFAULT_IDEMPOTENCY_KEYS: usize = 1_000_000;
 
 /// How to open and run a [`SqliteStore`](crate::SqliteStore).
 ///
@@ -80,6 +85,36 @@ pub struct SqliteSettings {
     /// the file; exact, because this store's writer makes every change.
     /// Past the bound the cache starts over. 0 turns it off.
     pub member_cache: usize,
+    /// How long, in message time, a `client_id` stays recognized (default
+    /// [`DEFAULT_IDEMPOTENCY_WINDOW`], at least one millisecond).
+    ///
+    /// An append with the same (room, sender, `client_id`) as a stored
+    /// message is a retry, answered with the stored message (`duplicate:
+    /// true`) and storing nothing, when both hold:
+    ///
+    /// - the retry's `ts` is less than `idempotency_window` after the
+    ///   original's `ts` (times are the messages' own `ts`, which the engine
+    ///   stamps on append; the writer reads no clock), and
+    /// - the original is among the newest
+    ///   [`idempotency_keys`](Self::idempotency_keys) messages stored with a
+    ///   `client_id`.
+    ///
+    /// An older retry is stored as a new message with a new `seq`. The keys
+    /// live in memory (see [`SqliteStore`](crate::SqliteStore)); on open they
+    /// are reloaded from the newest keyed messages within this window of the
+    /// newest one, so a restart forgets nothing the window still holds.
+    pub idempotency_window: Duration,
+    /// Most idempotency keys held in memory (default
+    /// [`DEFAULT_IDEMPOTENCY_KEYS`], at least 1): past it the oldest keys are
+    /// forgotten first, whatever their age (see
+    /// [`idempotency_window`](Self::idempotency_window)). A key costs 40
+    /// to 90 bytes whatever the length of names and ids (its 64-bit hash,
+    /// `seq` and `ts` in a hash table that grows by doubling, plus its place
+    /// in the eviction queue): 1,000,000 keys take about 70 MB. At 1,000
+    /// keyed sends per second the default holds about 17 minutes of keys;
+    /// size it as (keyed sends per second) × (longest retry delay to
+    /// recognize).
+    pub idempotency_keys: usize,
 }
 
 impl SqliteSettings {
@@ -96,6 +131,8 @@ impl SqliteSettings {
             statement_cache: DEFAULT_STATEMENT_CACHE,
             room_cache: DEFAULT_ROOM_CACHE,
             member_cache: DEFAULT_MEMBER_CACHE,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            idempotency_keys: DEFAULT_IDEMPOTENCY_KEYS,
         }
     }
 
@@ -169,12 +206,27 @@ impl SqliteSettings {
         self
     }
 
+    /// Sets [`idempotency_window`](Self::idempotency_window).
+    #[must_use]
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
+        self
+    }
+
+    /// Sets [`idempotency_keys`](Self::idempotency_keys).
+    #[must_use]
+    pub fn idempotency_keys(mut self, keys: usize) -> Self {
+        self.idempotency_keys = keys;
+        self
+    }
+
     /// Checks every value is in range.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let positive = [
             ("readers", self.readers),
             ("max_batch", self.max_batch),
             ("queue_capacity", self.queue_capacity),
+            ("idempotency_keys", self.idempotency_keys),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -188,6 +240,12 @@ impl SqliteSettings {
             return Err(Error::InvalidSetting {
                 name: "commit_delay",
                 reason: "must be at most one second",
+            });
+        }
+        if self.idempotency_window < Duration::from_millis(1) {
+            return Err(Error::InvalidSetting {
+                name: "idempotency_window",
+                reason: "must be at least one millisecond",
             });
         }
         // tokio's bounded channel refuses larger capacities.

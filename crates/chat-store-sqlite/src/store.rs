@@ -11,6 +11,7 @@ use chat_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::idempotency::IdempotencyWindow;
 use crate::members::MemberCache;
 use crate::queries;
 use crate::reader::Readers;
@@ -25,6 +26,25 @@ use crate::{schema, SqliteSettings};
 /// Writes return once their batch is committed with `fsync`. A write whose
 /// caller stops waiting (its future dropped) after it was queued still runs;
 /// it is simply not answered.
+///
+/// # Idempotency is bounded
+///
+/// An [`append`](Store::append) with the same (room, sender, `client_id`)
+/// as a stored message returns that message with `duplicate: true` and
+/// stores nothing, if the original is both
+///
+/// - less than [`idempotency_window`](SqliteSettings::idempotency_window)
+///   older than the retry, comparing the messages' `ts` (default 24 hours),
+///   and
+/// - among the newest [`idempotency_keys`](SqliteSettings::idempotency_keys)
+///   messages stored with a `client_id` (default 1,000,000).
+///
+/// An older retry is stored as a new message with a new `seq`. The keys are
+/// held in memory by the writer thread (not in a unique index, which made
+/// every keyed send rewrite index pages), and reloaded from the file on
+/// open, so a restart or a crash forgets none of them. They cover what this
+/// store wrote and what the file held when it was opened: another process
+/// writing the same file is not seen (see the crate docs).
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -66,11 +86,18 @@ impl SqliteStore {
     pub fn open(settings: SqliteSettings) -> Result<SqliteStore, StoreError> {
         settings.validate().db()?;
         let conn = schema::open_writer(&settings).db()?;
+        let keys = IdempotencyWindow::load(&conn, &settings).db()?;
         let readers = Readers::open(&settings).db()?;
         let stats = Arc::new(Stats::default());
         let members = Arc::new(MemberCache::new(settings.member_cache));
-        let (tx, guard) =
-            writer::spawn(conn, &settings, Arc::clone(&stats), Arc::clone(&members)).db()?;
+        let (tx, guard) = writer::spawn(
+            conn,
+            keys,
+            &settings,
+            Arc::clone(&stats),
+            Arc::clone(&members),
+        )
+        .db()?;
         tracing::debug!(path = %settings.path.display(), "chat store opened");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -107,6 +134,7 @@ impl SqliteStore {
             commits: s.commits.load(Ordering::Relaxed),
             aborted_batches: s.aborted_batches.load(Ordering::Relaxed),
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
+            idempotency_keys: s.idempotency_keys.load(Ordering::Relaxed),
             queued: tx.max_capacity().saturating_sub(tx.capacity()),
         }
     }
@@ -332,6 +360,9 @@ pub struct StoreMetrics {
     pub aborted_batches: u64,
     /// Most write requests in one batch so far.
     pub largest_batch: u64,
+    /// Idempotency keys held in memory right now (see
+    /// [`SqliteSettings::idempotency_keys`]).
+    pub idempotency_keys: u64,
     /// Requests waiting in the writer's queue right now.
     pub queued: usize,
 }

@@ -7,6 +7,10 @@
 //! its savepoint and answered with its error while the rest commit; a batch
 //! whose transaction is lost (failed `COMMIT`, or SQLite rolled it back after
 //! an I/O error) answers every request with an error: no false acks.
+//!
+//! The idempotency keys an append records stay pending until the batch's
+//! `COMMIT` returns; a batch that does not commit discards them, so the
+//! window never answers a retry with a message that is not on disk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use chat_core::{Appended, NewMessage, Role, RoomRecord, StoreError, TokenRecord,
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::idempotency::IdempotencyWindow;
 use crate::members::{MemberCache, Touched};
 use crate::ops::Ops;
 use crate::Error;
@@ -56,6 +61,7 @@ pub(crate) struct Stats {
     pub(crate) commits: AtomicU64,
     pub(crate) aborted_batches: AtomicU64,
     pub(crate) largest_batch: AtomicU64,
+    pub(crate) idempotency_keys: AtomicU64,
 }
 
 /// A request's answer, held until its batch commits.
@@ -103,16 +109,21 @@ fn rolled_back() -> rusqlite::Error {
     )
 }
 
-/// Starts the writer thread on `conn`; returns its queue and join guard.
+/// Starts the writer thread on `conn`, with the idempotency window `keys`
+/// loaded from it; returns its queue and join guard.
 pub(crate) fn spawn(
     conn: Connection,
+    keys: IdempotencyWindow,
     settings: &crate::SqliteSettings,
     stats: Arc<Stats>,
     members: Arc<MemberCache>,
 ) -> Result<(mpsc::Sender<Command>, JoinGuard), Error> {
     let (tx, rx) = mpsc::channel(settings.queue_capacity);
+    stats
+        .idempotency_keys
+        .store(keys.len() as u64, Ordering::Relaxed);
     let writer = Writer {
-        ops: Ops::new(conn, settings.room_cache),
+        ops: Ops::new(conn, settings.room_cache, keys),
         rx,
         stats,
         max_batch: settings.max_batch,
@@ -271,6 +282,10 @@ impl Writer {
             match self.exec("COMMIT") {
                 Ok(()) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    let keys = self.ops.commit_keys();
+                    self.stats
+                        .idempotency_keys
+                        .store(keys as u64, Ordering::Relaxed);
                 }
                 Err(e) => self.lost = Some(Arc::new(e)),
             }
@@ -286,6 +301,7 @@ impl Writer {
                 }
             }
             self.ops.forget_rooms();
+            self.ops.discard_keys();
         }
         // Committed or rolled back: either way, reads from now on see the
         // file as it is, so the cache must not answer for what changed.

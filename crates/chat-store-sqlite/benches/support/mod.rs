@@ -1,8 +1,9 @@
 //! Fixtures shared by the benchmark and the latency example.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chat_core::{MessageKind, NewMessage, Role, RoomRecord, Store};
 use chat_store_sqlite::{SqliteSettings, SqliteStore};
@@ -20,14 +21,26 @@ pub(crate) fn room(name: &str) -> RoomRecord {
     }
 }
 
-pub(crate) fn message(room: &str, sender: &str, i: u64) -> NewMessage {
+/// Makes every benchmark `client_id` unique, across runs of `appends` too:
+/// a repeated one would measure the duplicate path, not a send.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Message `i` of `sender`, stamped with the wall clock as the engine stamps
+/// sends, with a fresh `client_id` when `keyed`.
+pub(crate) fn message(room: &str, sender: &str, i: u64, keyed: bool) -> NewMessage {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     NewMessage {
         room: room.to_owned(),
         sender: sender.to_owned(),
         body: format!("message {i} from {sender}, a typical line of chat text"),
         kind: MessageKind::User,
-        client_id: None,
-        ts: 1_700_000_000_000 + i,
+        client_id: keyed.then(|| {
+            let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+            format!("c-{id:016x}")
+        }),
+        ts,
         file: None,
     }
 }
@@ -70,13 +83,15 @@ pub(crate) async fn big_room(path: &Path) -> SqliteStore {
         .unwrap()
 }
 
-/// Runs `total` appends to room `room` from `writers` concurrent tasks and
-/// returns the wall time and each append's latency.
+/// Runs `total` appends to room `room` from `writers` concurrent tasks, each
+/// with a fresh `client_id` when `keyed`, and returns the wall time and each
+/// append's latency.
 pub(crate) async fn appends(
     store: &SqliteStore,
     room: &str,
     writers: u64,
     total: u64,
+    keyed: bool,
 ) -> (Duration, Vec<Duration>) {
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -88,7 +103,7 @@ pub(crate) async fn appends(
             let sender = format!("writer{w}");
             let mut latencies = Vec::with_capacity(count as usize);
             for i in 0..count {
-                let m = message(&room, &sender, i);
+                let m = message(&room, &sender, i, keyed);
                 let t = Instant::now();
                 store.append(m).await.unwrap();
                 latencies.push(t.elapsed());

@@ -1,3 +1,4 @@
-//! Unit tests: conformance, batching, failures inside batches.
+//! Unit tests: conformance, the idempotency window.
 
 mod conformance;
+mod idempotency;

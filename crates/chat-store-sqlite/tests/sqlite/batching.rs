@@ -1,52 +1,13 @@
 //! Group commit: what one batch holds, and how failures inside it behave.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::path::Path;
 
-use chat_core::{Role, Store, StoreError, TokenRecord, UserRecord};
-use chat_store_sqlite::{Error, SqliteStore};
-use tokio::task::JoinHandle;
+use chat_core::{Role, Store, StoreError, UserRecord};
+use chat_store_sqlite::Error;
 
-use crate::support::{create_room, msg, open_temp, room, wait_until, WriteLock};
+use crate::support::{create_room, msg, open_temp, queue, room, stall_writer, wait_until};
 
-/// Blocks the writer in `BEGIN IMMEDIATE` on a plug request, so the next
-/// requests wait in the queue and form one batch once the lock is released.
-async fn stall_writer(store: &SqliteStore, path: &Path) -> (WriteLock, JoinHandle<()>) {
-    let lock = WriteLock::take(path);
-    let before = store.metrics().batches;
-    let s = store.clone();
-    let plug = tokio::spawn(async move {
-        let t = TokenRecord {
-            token_hash: "plug".into(),
-            user: "alice".into(),
-            expires_at: 1,
-        };
-        s.put_token(t).await.unwrap();
-    });
-    wait_until("the writer blocks on the lock", || {
-        store.metrics().batches == before + 1
-    })
-    .await;
-    (lock, plug)
-}
-
-/// Spawns a request and waits until it sits in the writer's queue, so
-/// requests queue in the order they are spawned.
-async fn queue<T: Send + 'static>(
-    store: &SqliteStore,
-    request: impl Future<Output = T> + Send + 'static,
-) -> JoinHandle<T> {
-    let before = store.metrics().queued;
-    let handle = tokio::spawn(request);
-    wait_until("the request is queued", || {
-        store.metrics().queued == before + 1
-    })
-    .await;
-    handle
-}
-
-fn is_batch_aborted(e: &StoreError) -> bool {
+pub(crate) fn is_batch_aborted(e: &StoreError) -> bool {
     match e {
         StoreError::Backend(inner) => {
             matches!(inner.downcast_ref::<Error>(), Some(Error::BatchAborted(_)))

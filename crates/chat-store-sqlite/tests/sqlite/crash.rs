@@ -1,6 +1,7 @@
 //! Ack means durable: a child process appends from several tasks and prints
 //! each ack; the test kills it with SIGKILL mid-stream, reopens the file and
-//! finds every acknowledged message at its `seq`, with no gaps.
+//! finds every acknowledged message at its `seq`, with no gaps, and a retry
+//! of each (same `client_id`) recognized as a duplicate.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -49,7 +50,9 @@ fn crash_child_process() {
                 let room = ROOMS[t % ROOMS.len()];
                 for i in 0..APPENDS_PER_TASK {
                     let body = format!("t{t}-{i}");
-                    let acked = store.append(msg(room, "child", &body)).await.unwrap();
+                    let mut m = msg(room, "child", &body);
+                    m.client_id = Some(body.clone());
+                    let acked = store.append(m).await.unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ACK {room} {} {body}", acked.message.seq).unwrap();
                     out.flush().unwrap();
@@ -147,6 +150,17 @@ fn acked_messages_survive_kill_9() {
                 assert_eq!(by_seq.get(seq), Some(body), "acked {room}/{seq} lost");
             }
             eprintln!("{room}: {room_acks} acked, {last} stored");
+        }
+        // The idempotency window was rebuilt from the file: every acked
+        // message's retry is recognized.
+        for (room, by_seq) in &acked {
+            for (seq, body) in by_seq {
+                let mut retry = msg(room, "child", body);
+                retry.client_id = Some((*body).to_owned());
+                let retry = store.append(retry).await.unwrap();
+                assert!(retry.duplicate, "retry of {room}/{seq} stored again");
+                assert_eq!(retry.message.seq, *seq);
+            }
         }
         assert!(matches!(
             store.ping().await,

@@ -78,6 +78,9 @@ fn settings_out_of_range_are_refused() {
         base.clone().max_batch(0),
         base.clone().queue_capacity(0),
         base.clone().commit_delay(std::time::Duration::from_secs(2)),
+        base.clone().idempotency_keys(0),
+        base.clone()
+            .idempotency_window(std::time::Duration::from_micros(999)),
     ] {
         match SqliteStore::open(settings) {
             Err(StoreError::Backend(e)) => assert!(

@@ -1,5 +1,5 @@
-//! Schema versions: a new file, an empty file, a version 1 file written with
-//! the old DDL, and a file from the future.
+//! Schema versions: a new file, an empty file, version 1 and version 3
+//! files written with the old DDL, and a file from the future.
 
 use chat_core::{HistoryQuery, Role, Store, StoreError};
 use chat_store_sqlite::{SqliteSettings, SqliteStore, SCHEMA_VERSION};
@@ -27,6 +27,25 @@ CREATE TABLE messages (room_id INTEGER NOT NULL REFERENCES rooms (id), seq INTEG
 CREATE UNIQUE INDEX messages_client_id
     ON messages (room_id, sender, client_id) WHERE client_id IS NOT NULL;
 PRAGMA user_version = 1;
+";
+
+/// What versions 2 and 3 added to a version 1 file, copied here for the same
+/// reason; applied after [`V1_DDL`] it makes a version 3 file, the last with
+/// the unique `messages_client_id` index.
+const V2_V3_DDL: &str = "
+CREATE INDEX messages_ts ON messages (room_id, ts);
+CREATE TABLE bots (name TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL,
+    config TEXT NOT NULL DEFAULT '{}', created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE files (id TEXT PRIMARY KEY NOT NULL, room_id INTEGER NOT NULL REFERENCES rooms (id),
+    uploader TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, mime_type TEXT NOT NULL,
+    sha256 TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX files_room ON files (room_id, created_at);
+ALTER TABLE messages ADD COLUMN file TEXT;
+CREATE INDEX files_uploader ON files (uploader);
+CREATE TABLE read_markers (user TEXT NOT NULL, room_id INTEGER NOT NULL REFERENCES rooms (id),
+    seq INTEGER NOT NULL, PRIMARY KEY (user, room_id)) WITHOUT ROWID;
+PRAGMA user_version = 3;
 ";
 
 fn version(path: &std::path::Path) -> u32 {
@@ -147,6 +166,68 @@ async fn a_version_1_file_is_migrated_and_keeps_its_data() {
     let again = store.append(again).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.message.seq, 2);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_file_moves_to_the_idempotency_window_and_keeps_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(V1_DDL).unwrap();
+        conn.execute_batch(V2_V3_DDL).unwrap();
+        conn.execute_batch(
+            "INSERT INTO rooms (id, name, kind, topic, created_by, created_at)
+                 VALUES (1, 'lobby', 'public', '', 'alice', 5), (2, 'den', 'public', '', 'bob', 5);
+             INSERT INTO messages (room_id, seq, ts, sender, kind, body, client_id) VALUES
+                 (1, 1, 1000, 'alice', 'user', 'unkeyed', NULL),
+                 (1, 2, 2000, 'alice', 'user', 'a1', 'c1'),
+                 (1, 3, 3000, 'bob', 'user', 'b1', 'c1'),
+                 (2, 1, 4000, 'alice', 'user', 'a1 in den', 'c1');",
+        )
+        .unwrap();
+    }
+    assert_eq!(version(&path), 3);
+    assert!(objects(&path).iter().any(|n| n == "messages_client_id"));
+
+    let window = std::time::Duration::from_secs(10);
+    let store = SqliteStore::open_async(SqliteSettings::new(&path).idempotency_window(window))
+        .await
+        .unwrap();
+    assert_eq!(version(&path), SCHEMA_VERSION);
+    let names = objects(&path);
+    assert!(
+        !names.iter().any(|n| n == "messages_client_id"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "messages_keyed_ts"), "{names:?}");
+    assert_eq!(store.metrics().idempotency_keys, 3);
+
+    // The keys written by version 3 are recognized.
+    for (room, sender, seq, body) in [
+        ("lobby", "alice", 2, "a1"),
+        ("lobby", "bob", 3, "b1"),
+        ("den", "alice", 1, "a1 in den"),
+    ] {
+        let mut retry = msg(room, sender, "retry");
+        retry.client_id = Some("c1".into());
+        retry.ts = 5_000;
+        let retry = store.append(retry).await.unwrap();
+        assert!(retry.duplicate, "{room}/{sender}");
+        assert_eq!(
+            (retry.message.seq, retry.message.body.as_str()),
+            (seq, body)
+        );
+    }
+    // A retry a window after its original is a new message: the unique
+    // index that would have refused it is gone.
+    let mut late = msg("lobby", "alice", "late");
+    late.client_id = Some("c1".into());
+    late.ts = 12_000;
+    let late = store.append(late).await.unwrap();
+    assert!(!late.duplicate);
+    assert_eq!(late.message.seq, 4);
     store.close().await.unwrap();
 }
 

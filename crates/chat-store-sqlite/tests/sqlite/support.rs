@@ -1,10 +1,12 @@
 //! Helpers shared by the tests.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chat_core::{MessageKind, NewMessage, Role, RoomRecord, Store};
+use chat_core::{MessageKind, NewMessage, Role, RoomRecord, Store, TokenRecord};
 use chat_store_sqlite::{SqliteSettings, SqliteStore};
+use tokio::task::JoinHandle;
 
 /// A fresh store in a temporary directory (kept alive by the caller).
 pub(crate) fn open_temp() -> (SqliteStore, tempfile::TempDir, PathBuf) {
@@ -69,4 +71,40 @@ impl WriteLock {
     pub(crate) fn release(self) {
         self.0.execute_batch("COMMIT").unwrap();
     }
+}
+
+/// Blocks the writer in `BEGIN IMMEDIATE` on a plug request, so the next
+/// requests wait in the queue and form one batch once the lock is released.
+pub(crate) async fn stall_writer(store: &SqliteStore, path: &Path) -> (WriteLock, JoinHandle<()>) {
+    let lock = WriteLock::take(path);
+    let before = store.metrics().batches;
+    let s = store.clone();
+    let plug = tokio::spawn(async move {
+        let t = TokenRecord {
+            token_hash: "plug".into(),
+            user: "alice".into(),
+            expires_at: 1,
+        };
+        s.put_token(t).await.unwrap();
+    });
+    wait_until("the writer blocks on the lock", || {
+        store.metrics().batches == before + 1
+    })
+    .await;
+    (lock, plug)
+}
+
+/// Spawns a request and waits until it sits in the writer's queue, so
+/// requests queue in the order they are spawned.
+pub(crate) async fn queue<T: Send + 'static>(
+    store: &SqliteStore,
+    request: impl Future<Output = T> + Send + 'static,
+) -> JoinHandle<T> {
+    let before = store.metrics().queued;
+    let handle = tokio::spawn(request);
+    wait_until("the request is queued", || {
+        store.metrics().queued == before + 1
+    })
+    .await;
+    handle
 }
