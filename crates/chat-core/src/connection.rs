@@ -259,7 +259,102 @@ impl Connection {
     }
 
     /// Runs one request. `Ok(None)` means the replies were already sent.
+    ///
+    /// Sends and pings run inline; every other request runs boxed, so that
+    /// the state of the rarer requests (uploads, room administration, ...)
+    /// is not built and moved for every message.
     pub(crate) async fn dispatch(
+        &mut self,
+        id: Option<u64>,
+        frame: ClientFrame,
+    ) -> Result<Option<ServerFrame>, EngineError> {
+        match frame {
+            ClientFrame::Ping => Ok(Some(ServerFrame::Pong { id })),
+            ClientFrame::Send {
+                room,
+                body,
+                client_id,
+            } => self.send(id, room, body, client_id).await,
+            frame => Box::pin(self.dispatch_rest(id, frame)).await,
+        }
+    }
+
+    /// A `send`: checks, stores and publishes, acks, then mentions and bots.
+    async fn send(
+        &mut self,
+        id: Option<u64>,
+        room: String,
+        body: String,
+        client_id: Option<String>,
+    ) -> Result<Option<ServerFrame>, EngineError> {
+        let engine = self.engine.clone();
+        let inner = &engine.inner;
+        let user = self.require_user()?;
+        if body.trim().is_empty() {
+            return Err(EngineError::invalid("empty message"));
+        }
+        if body.len() > engine.limits().max_message_bytes {
+            return Err(EngineError::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "messages are at most {} bytes",
+                    engine.limits().max_message_bytes
+                ),
+            ));
+        }
+        if client_id
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES || c.is_empty())
+        {
+            return Err(EngineError::invalid("client_id is 1 to 64 bytes"));
+        }
+        if !inner.rate.check(&user) {
+            engine.metrics().rate_limited.inc();
+            return Err(EngineError::new(ErrorCode::RateLimited, "slow down"));
+        }
+        let c = self.check_action(&room, &user, Action::Post).await?;
+        let appended = engine
+            .append_and_publish(NewMessage {
+                room: room.clone(),
+                sender: user.to_string(),
+                body,
+                kind: crate::MessageKind::User,
+                client_id: client_id.clone(),
+                ts: now_ms(),
+                file: None,
+            })
+            .await?;
+        self.reply(&ServerFrame::Ack {
+            id,
+            room: room.clone(),
+            seq: appended.message.seq,
+            client_id,
+            duplicate: appended.duplicate,
+        });
+        if !appended.duplicate {
+            if appended.message.body.contains('@') {
+                // Boxed: rare, and its state would weigh on every send.
+                Box::pin(engine.notify_mentions(&appended.message)).await;
+            }
+            for bot in engine
+                .bots_to_answer(&c.rec, &appended.message.body)
+                .await?
+            {
+                let prompt = appended.message.body.clone();
+                engine.spawn_bot(
+                    bot,
+                    room.clone(),
+                    user.to_string(),
+                    BotTask::Answer { prompt },
+                    None,
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every request but a send or a ping (see [`Connection::dispatch`]).
+    async fn dispatch_rest(
         &mut self,
         id: Option<u64>,
         frame: ClientFrame,
@@ -553,69 +648,7 @@ impl Connection {
                 room,
                 body,
                 client_id,
-            } => {
-                let user = self.require_user()?;
-                if body.trim().is_empty() {
-                    return Err(EngineError::invalid("empty message"));
-                }
-                if body.len() > engine.limits().max_message_bytes {
-                    return Err(EngineError::new(
-                        ErrorCode::MessageTooLarge,
-                        format!(
-                            "messages are at most {} bytes",
-                            engine.limits().max_message_bytes
-                        ),
-                    ));
-                }
-                if client_id
-                    .as_ref()
-                    .is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES || c.is_empty())
-                {
-                    return Err(EngineError::invalid("client_id is 1 to 64 bytes"));
-                }
-                if !inner.rate.check(&user) {
-                    engine.metrics().rate_limited.inc();
-                    return Err(EngineError::new(ErrorCode::RateLimited, "slow down"));
-                }
-                let c = self.check_action(&room, &user, Action::Post).await?;
-                let appended = engine
-                    .append_and_publish(NewMessage {
-                        room: room.clone(),
-                        sender: user.to_string(),
-                        body,
-                        kind: crate::MessageKind::User,
-                        client_id: client_id.clone(),
-                        ts: now_ms(),
-                        file: None,
-                    })
-                    .await?;
-                self.reply(&ServerFrame::Ack {
-                    id,
-                    room: room.clone(),
-                    seq: appended.message.seq,
-                    client_id,
-                    duplicate: appended.duplicate,
-                });
-                if !appended.duplicate {
-                    if appended.message.body.contains('@') {
-                        engine.notify_mentions(&appended.message).await;
-                    }
-                    for bot in engine
-                        .bots_to_answer(&c.rec, &appended.message.body)
-                        .await?
-                    {
-                        let prompt = appended.message.body.clone();
-                        engine.spawn_bot(
-                            bot,
-                            room.clone(),
-                            user.to_string(),
-                            BotTask::Answer { prompt },
-                            None,
-                        );
-                    }
-                }
-                Ok(None)
-            }
+            } => self.send(id, room, body, client_id).await,
             ClientFrame::History {
                 room,
                 before,
