@@ -1,6 +1,7 @@
 //! Entry points for fuzzing (only with the `fuzzing` feature): the
-//! transport's request parsing and routing on arbitrary bytes, without a
-//! socket or an engine.
+//! transport's request parsing and routing, and its WebSocket frame
+//! decoder ([`ws_frames`]), on arbitrary bytes, without a socket or an
+//! engine.
 //!
 //! Used by `fuzz/fuzz_targets/http_request.rs`:
 //!
@@ -96,4 +97,37 @@ pub fn http_request(data: &[u8]) {
             "bad Content-Disposition for {name:?}"
         );
     }
+}
+
+/// Feeds `chunks` to the server's WebSocket frame decoder one after
+/// another, as successive reads would arrive, and returns what it made of
+/// them: each message or control frame (`Debug`-printed), then the error
+/// that stopped it, if any. Bytes of an incomplete last frame give nothing.
+///
+/// Used by `fuzz/fuzz_targets/ws_frames.rs`, which checks that the answer
+/// does not depend on how the bytes were split.
+///
+/// ```
+/// // A masked text frame "hi" (mask 0), cut inside its header.
+/// let (frames, error) = chat_transport_ws::fuzzing::ws_frames(
+///     &[&[0x81, 0x82, 0, 0], &[0, 0, b'h', b'i']],
+///     1024,
+/// );
+/// assert_eq!(frames.len(), 1);
+/// assert!(error.is_none());
+/// ```
+pub fn ws_frames(chunks: &[&[u8]], max_message: usize) -> (Vec<String>, Option<String>) {
+    let mut dec = crate::frame::Decoder::new(max_message);
+    let mut frames = Vec::new();
+    for chunk in chunks {
+        dec.push(chunk);
+        loop {
+            match dec.next() {
+                Ok(Some(frame)) => frames.push(format!("{frame:?}")),
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e.to_string())),
+            }
+        }
+    }
+    (frames, None)
 }

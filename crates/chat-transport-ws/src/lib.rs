@@ -54,28 +54,41 @@
 //! - Every server-side close sends a `closing` frame first, then a Close
 //!   whose code says why ([`close_code`]): 1001 at shutdown, 4000 when the
 //!   client lagged (resume by `seq`), 1009 too big, 1007 invalid UTF-8.
+//!   A frame that breaks the protocol (unmasked, reserved bits, unknown
+//!   opcode, bad fragmentation, an oversized or fragmented control frame)
+//!   closes with 1002. A client's Close is answered with its own code once
+//!   the replies to its earlier requests are written; a client's ping is
+//!   answered with a pong.
 //!
 //! # Layout
 //!
 //! - `server.rs`: [`serve`], the accept loop, TLS, HTTP connections and
 //!   shutdown; `router.rs`: routing and `/health`.
-//! - `ws.rs`: the upgrade and the WebSocket session; `rest.rs`: the REST API;
+//! - `ws.rs`: the upgrade and the WebSocket session; `frame.rs`: the
+//!   WebSocket framing (parsing the client's frames, encoding the
+//!   server's); `rest.rs`: the REST API;
 //!   `api.rs`: REST request parsing (routes, percent-decoding, query,
 //!   headers), no I/O; `files.rs`: streamed file uploads and downloads;
 //!   `metrics.rs`: Prometheus rendering; `web.rs` and `web/`: the client.
-//! - `fuzzing.rs` (feature `fuzzing` only): the request parsing on
-//!   arbitrary bytes, for `fuzz/fuzz_targets/http_request.rs`.
+//! - `fuzzing.rs` (feature `fuzzing` only): the request parsing and the
+//!   frame decoder on arbitrary bytes, for `fuzz/fuzz_targets/http_request.rs`
+//!   and `fuzz/fuzz_targets/ws_frames.rs`.
 //! - [`WsSettings`]: every bound and timeout; [`Error`].
 //!
-//! # Why tokio-tungstenite?
+//! # Why its own WebSocket framing?
 //!
-//! Measured against fastwebsockets on the same hyper stack
-//! (`examples/ws_compare.rs`, figures in `BENCHMARKS.md`): equal fan-out
-//! throughput, and less memory per idle connection because its read buffer
-//! size is a setting (fastwebsockets allocates 8 KiB per connection up
-//! front). Outgoing frames are passed as raw text frames, so the engine's
-//! JSON is neither re-encoded nor re-validated, and batches are flushed
-//! once.
+//! The session speaks RFC 6455 itself (`frame.rs`; the handshake is
+//! hyper's upgrade). General WebSocket libraries keep a read buffer and a
+//! write buffer per connection for its whole life, which made them most of
+//! an idle connection's memory (`BENCHMARKS.md`: 12.6 KiB with
+//! tokio-tungstenite's defaults, 5 KiB tuned). Here bytes are read into a
+//! buffer each worker thread shares and parsed at once, a connection keeps
+//! bytes only while a frame is incomplete, and outgoing frames are written
+//! from a buffer freed once written: an idle connection holds no buffer.
+//! Outgoing messages are the engine's JSON as encoded once, behind a 2-10
+//! byte header, and a batch goes out in one write. The decoder is tested
+//! against arbitrary input split anywhere (unit tests, proptest, the
+//! `ws_frames` fuzz target) and against real clients (`tests/framing.rs`).
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

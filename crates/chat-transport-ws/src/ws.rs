@@ -136,7 +136,7 @@ pub(crate) async fn upgrade(
             "missing or malformed Sec-WebSocket-Key",
         );
     };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = accept_key(key.as_bytes());
     if *shared.shutdown.borrow() {
         return http::error(ErrorCode::ShuttingDown, "shutting down");
     }
@@ -162,6 +162,16 @@ pub(crate) async fn upgrade(
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
     res
+}
+
+/// The `Sec-WebSocket-Accept` value for a client's key (RFC 6455, 4.2.2).
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut sha = sha1::Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 impl PendingWs {
