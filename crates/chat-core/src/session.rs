@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -75,6 +76,10 @@ struct State {
     /// Replies in `queue`.
     replies: usize,
     closed: Option<ErrorCode>,
+    /// The writer waiting for frames or for a reply (one consumer, so one
+    /// waker, kept under the queue's lock: no separate notifier per
+    /// session).
+    waker: Option<Waker>,
 }
 
 #[derive(Debug)]
@@ -82,12 +87,8 @@ struct Shared {
     id: SessionId,
     limits: OutboxLimits,
     state: Mutex<State>,
-    /// Wakes the transport's writer.
-    readable: Notify,
     /// Wakes replay waiting for room.
     writable: Notify,
-    /// Wakes a writer that gathers frames when a reply is queued.
-    reply: Notify,
 }
 
 /// A bounded outbound queue: the [`Session`] half is given to the engine, the
@@ -125,10 +126,9 @@ impl Outbox {
                 bytes: 0,
                 replies: 0,
                 closed: None,
+                waker: None,
             }),
-            readable: Notify::new(),
             writable: Notify::new(),
-            reply: Notify::new(),
         });
         (
             Outbox {
@@ -153,15 +153,26 @@ impl Outbox {
         st.bytes += frame.len();
         st.replies += usize::from(reply);
         st.queue.push_back((frame, reply));
-        let was_empty = st.queue.len() == 1;
+        // The writer drains everything once woken: wake it for the first
+        // frame, and for a reply (it may be holding frames back).
+        let wake = if st.queue.len() == 1 || reply {
+            st.waker.take()
+        } else {
+            None
+        };
         drop(st);
-        if was_empty {
-            self.shared.readable.notify_one();
-        }
-        if reply {
-            self.shared.reply.notify_one();
+        if let Some(w) = wake {
+            w.wake();
         }
         Ok(())
+    }
+}
+
+/// Keeps `cx`'s waker in `slot` (cloned only when it changed).
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }
 
@@ -206,10 +217,12 @@ impl Session for Outbox {
         if st.closed.is_none() {
             st.closed = Some(reason);
         }
+        let waker = st.waker.take();
         drop(st);
-        self.shared.readable.notify_one();
+        if let Some(w) = waker {
+            w.wake();
+        }
         self.shared.writable.notify_waiters();
-        self.shared.reply.notify_one();
     }
 
     fn is_closed(&self) -> bool {
@@ -228,37 +241,47 @@ impl OutboxReceiver {
     /// reports [`Recv::Closed`] at once: queued frames are dropped because
     /// the client resumes by `seq` anyway.
     pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, max: usize) -> Recv {
-        self.took_reply = false;
-        loop {
-            let notified = self.shared.readable.notified();
-            {
-                let mut st = self.shared.lock();
-                if let Some(reason) = st.closed {
-                    return Recv::Closed(reason);
-                }
-                if !st.queue.is_empty() {
-                    let n = st.queue.len().min(max.max(1));
-                    buf.reserve(n);
-                    let state = &mut *st;
-                    for (frame, reply) in state.queue.drain(..n) {
-                        state.bytes -= frame.len();
-                        if reply {
-                            state.replies -= 1;
-                            self.took_reply = true;
-                        }
-                        buf.push(frame);
-                    }
-                    if state.queue.is_empty() {
-                        // An idle session keeps no queue storage.
-                        state.queue = VecDeque::new();
-                    }
-                    drop(st);
-                    self.shared.writable.notify_waiters();
-                    return Recv::Frames;
-                }
-            }
-            notified.await;
+        std::future::poll_fn(|cx| self.poll_recv_many(cx, buf, max)).await
+    }
+
+    /// [`recv_many`](Self::recv_many) for a transport written as a
+    /// hand-made future: takes up to `max` frames into `buf`, or registers
+    /// `cx`'s waker and returns `Pending`. The receiver keeps one waker:
+    /// the one of the last poll (of this or of
+    /// [`poll_reply_queued`](Self::poll_reply_queued)).
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<Bytes>,
+        max: usize,
+    ) -> Poll<Recv> {
+        let mut st = self.shared.lock();
+        if let Some(reason) = st.closed {
+            return Poll::Ready(Recv::Closed(reason));
         }
+        if st.queue.is_empty() {
+            register(&mut st.waker, cx);
+            return Poll::Pending;
+        }
+        self.took_reply = false;
+        let n = st.queue.len().min(max.max(1));
+        buf.reserve(n);
+        let state = &mut *st;
+        for (frame, reply) in state.queue.drain(..n) {
+            state.bytes -= frame.len();
+            if reply {
+                state.replies -= 1;
+                self.took_reply = true;
+            }
+            buf.push(frame);
+        }
+        if state.queue.is_empty() {
+            // An idle session keeps no queue storage.
+            state.queue = VecDeque::new();
+        }
+        drop(st);
+        self.shared.writable.notify_waiters();
+        Poll::Ready(Recv::Frames)
     }
 
     /// Takes whatever is queued without waiting (for tests and for flushing
@@ -287,16 +310,19 @@ impl OutboxReceiver {
     /// Resolves once a reply is queued (or the session closed): a writer
     /// waiting to gather more frames stops waiting.
     pub async fn reply_queued(&self) {
-        loop {
-            let notified = self.shared.reply.notified();
-            {
-                let st = self.shared.lock();
-                if st.replies > 0 || st.closed.is_some() {
-                    return;
-                }
-            }
-            notified.await;
+        std::future::poll_fn(|cx| self.poll_reply_queued(cx)).await;
+    }
+
+    /// [`reply_queued`](Self::reply_queued) as a poll: `Ready` once a reply
+    /// is queued or the session closed, else registers `cx`'s waker (which
+    /// the first frame queued into an empty queue also wakes).
+    pub fn poll_reply_queued(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.shared.lock();
+        if st.replies > 0 || st.closed.is_some() {
+            return Poll::Ready(());
         }
+        register(&mut st.waker, cx);
+        Poll::Pending
     }
 
     /// The close reason, if the session was closed.
@@ -402,6 +428,60 @@ mod tests {
         buf.clear();
         assert_eq!(rx.recv_many(&mut buf, 10).await, Recv::Frames);
         assert!(!rx.took_reply());
+    }
+
+    /// Counts its wake-ups.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn one_waker_is_woken_by_the_first_frame_a_reply_and_close() {
+        let count = Arc::new(Counter(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || count.0.load(Ordering::SeqCst);
+        let (out, mut rx) = Outbox::new(limits(10, 1000));
+        let mut buf = Vec::new();
+        assert!(rx.poll_recv_many(&mut cx, &mut buf, 10).is_pending());
+        out.deliver(Bytes::from_static(b"e1")).unwrap();
+        assert_eq!(woken(), 1, "the first frame wakes the writer");
+        // No waker registered meanwhile: nothing to wake.
+        out.deliver(Bytes::from_static(b"e2")).unwrap();
+        assert_eq!(woken(), 1);
+        assert_eq!(
+            rx.poll_recv_many(&mut cx, &mut buf, 10),
+            Poll::Ready(Recv::Frames)
+        );
+        assert_eq!(buf.len(), 2);
+        // Gathering: an event into an empty queue wakes (the writer looks
+        // and waits on), a reply wakes even into a non-empty queue.
+        assert!(rx.poll_reply_queued(&mut cx).is_pending());
+        out.deliver(Bytes::from_static(b"e3")).unwrap();
+        assert_eq!(woken(), 2);
+        assert!(rx.poll_reply_queued(&mut cx).is_pending());
+        out.deliver(Bytes::from_static(b"e4")).unwrap();
+        assert_eq!(woken(), 2, "a second event does not wake");
+        out.deliver_reply(Bytes::from_static(b"ack")).unwrap();
+        assert_eq!(woken(), 3, "a reply does");
+        assert!(rx.poll_reply_queued(&mut cx).is_ready());
+        buf.clear();
+        assert_eq!(
+            rx.poll_recv_many(&mut cx, &mut buf, 10),
+            Poll::Ready(Recv::Frames)
+        );
+        assert!(rx.took_reply());
+        assert!(rx.poll_recv_many(&mut cx, &mut buf, 10).is_pending());
+        out.close(ErrorCode::Lagged);
+        assert_eq!(woken(), 4, "close wakes");
+        assert_eq!(
+            rx.poll_recv_many(&mut cx, &mut buf, 10),
+            Poll::Ready(Recv::Closed(ErrorCode::Lagged))
+        );
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_core::Engine;
+use futures_util::FutureExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -190,16 +191,15 @@ fn start_session(
     if let Ok(Some(mut up)) = done {
         let peer = up.pending.as_ref().map(PendingWs::peer);
         let span = tracing::debug_span!("ws", ?peer);
-        tasks.spawn(
-            async move {
-                if let Some(pending) = up.pending.take() {
-                    crate::ws::run(up.shared.clone(), pending).await;
-                }
-                drop(up);
-                None
-            }
-            .instrument(span),
-        );
+        let Some(pending) = up.pending.take() else {
+            return;
+        };
+        let shared = up.shared.clone();
+        // `up` (the connection's slot and gauge) is held by the session.
+        let fut = crate::ws::run(shared, pending, up)
+            .map(|()| None)
+            .instrument(span);
+        tasks.spawn(fut);
     }
 }
 

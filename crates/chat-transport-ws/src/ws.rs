@@ -1,31 +1,33 @@
 //! `GET /ws`: the upgrade handshake, and one WebSocket session carrying one
 //! JSON frame per text message.
 //!
-//! The session is its own task (spawned once hyper hands the socket over)
-//! running a reader and a writer concurrently: the reader parses the
-//! client's frames ([`crate::frame`]) and hands each text message to
+//! The session is its own task (spawned once hyper hands the socket over):
+//! a future written by hand ([`Live`]) that parses the client's frames
+//! ([`crate::frame`]) and hands each text message to
 //! [`Connection::handle_frame`](chat_core::Connection::handle_frame) (which
-//! may wait on the store); the writer drains the session's bounded outbox
-//! in batches (one write per batch, each frame's JSON written as it was
-//! encoded once by the engine, with only a 2-10 byte header built per
-//! send) and pings a quiet client. An idle session holds no buffer: reads
-//! go through a buffer its worker thread shares, writes through one that
-//! lives until it is written.
+//! may wait on the store), one at a time, while it drains the session's
+//! bounded outbox in batches (one write per batch, each frame's JSON
+//! written as it was encoded once by the engine, with only a 2-10 byte
+//! header built per send) and pings a quiet client. An idle session holds
+//! no buffer: reads go through a buffer its worker thread shares, writes
+//! through one that lives until it is written; its task is the session's
+//! fields, about 750 bytes.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chat_core::{
-    AdmissionPermit, Codec, ErrorCode, Outbox, OutboxLimits, OutboxReceiver, Recv, ServerFrame,
-    Session,
+    AdmissionPermit, Codec, Connection, ErrorCode, Outbox, OutboxLimits, OutboxReceiver, Recv,
+    ServerFrame, Session,
 };
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
@@ -35,12 +37,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, Inbound};
 use crate::http::{self, Body};
 use crate::server::Shared;
-use crate::WsSettings;
 
 /// An accepted upgrade waiting for hyper to hand the socket over.
 pub(crate) struct PendingWs {
@@ -201,10 +202,9 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The connection and the bytes waiting to be written to it. The session's
-/// reader and writer share it (one task, so the lock is never contended);
-/// every frame is queued whole, so whichever of them drives the write,
-/// frames never interleave.
+/// The connection and the bytes waiting to be written to it. Frames are
+/// queued whole, so a ping or a pong queued while a batch is half written
+/// goes out after it.
 struct Socket<Io> {
     io: Io,
     /// Encoded frames not yet written, from `written` on; released once
@@ -234,6 +234,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
         })
     }
 
+    /// Whether frames are waiting to be written.
+    fn has_output(&self) -> bool {
+        self.written < self.out.len()
+    }
+
     /// Writes everything queued, then flushes.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.out.len() {
@@ -251,240 +256,391 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
     }
 }
 
-fn lock<Io>(sock: &Mutex<Socket<Io>>) -> std::sync::MutexGuard<'_, Socket<Io>> {
-    sock.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Reads more of the client's bytes into `dec`; 0 means end of stream.
 async fn read_more<Io: AsyncRead + AsyncWrite + Unpin>(
-    sock: &Mutex<Socket<Io>>,
+    sock: &mut Socket<Io>,
     dec: &mut Decoder,
     max: usize,
 ) -> io::Result<usize> {
-    std::future::poll_fn(|cx| lock(sock).poll_read(cx, max, |b| dec.push(b))).await
+    std::future::poll_fn(|cx| sock.poll_read(cx, max, |b| dec.push(b))).await
 }
 
 /// Writes what is queued, bounded by `timeout`.
 async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
-    sock: &Mutex<Socket<Io>>,
+    sock: &mut Socket<Io>,
     timeout: Duration,
-) -> Result<(), End> {
-    // Most writes finish at once: only a write that has to wait for the
-    // client pays for a timer.
-    let first = std::future::poll_fn(|cx| Poll::Ready(lock(sock).poll_drain(cx))).await;
-    let done = match first {
-        Poll::Ready(r) => r,
-        // Boxed: the timer lives only while a write waits, not in every
-        // idle session.
-        Poll::Pending => Box::pin(tokio::time::timeout(
-            timeout,
-            std::future::poll_fn(|cx| lock(sock).poll_drain(cx)),
-        ))
-        .await
-        .map_err(|_| End::Gone("write timed out".to_owned()))?,
-    };
-    done.map_err(|e| End::Gone(e.to_string()))
+) -> io::Result<()> {
+    let write = std::future::poll_fn(|cx| sock.poll_drain(cx));
+    match tokio::time::timeout(timeout, write).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
 }
 
-/// Runs one WebSocket session to its end.
-pub(crate) async fn run(shared: Arc<Shared>, pending: PendingWs) {
-    let PendingWs {
-        on_upgrade,
-        permit,
-        peer,
-    } = pending;
-    let upgraded = match on_upgrade.await {
+/// Runs one WebSocket session to its end, holding `guard` until then.
+///
+/// Plain functions returning `async move` blocks, values passed straight
+/// into the futures that use them: an `async fn` keeps its arguments
+/// twice, and a local bound across an `.await` keeps its room in the task
+/// even once moved, which for a session held by a million idle
+/// connections is memory that counts.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub(crate) fn run<G: Send + 'static>(
+    shared: Arc<Shared>,
+    mut pending: PendingWs,
+    guard: G,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let peer = pending.peer;
+        start(
+            shared,
+            (&mut pending.on_upgrade).await,
+            pending.permit,
+            peer,
+        )
+        .await;
+        drop(guard);
+    }
+}
+
+/// The session once hyper hands the socket over: a plain connection is
+/// driven as the `TcpStream` itself, without hyper's boxed wrapper; TLS
+/// goes through the wrapper, its session boxed so that plain sessions'
+/// tasks are not sized for both.
+fn start(
+    shared: Arc<Shared>,
+    upgraded: hyper::Result<hyper::upgrade::Upgraded>,
+    permit: AdmissionPermit,
+    peer: SocketAddr,
+) -> Either<impl Future<Output = ()> + Send, Pin<Box<dyn Future<Output = ()> + Send>>> {
+    let upgraded = match upgraded {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "upgrade failed");
-            return;
+            return Either::Right(Box::pin(std::future::ready(())));
         }
     };
-    // A plain connection is driven as the `TcpStream` itself, without
-    // hyper's boxed wrapper; TLS goes through the wrapper, its session
-    // boxed so that plain sessions' tasks are not sized for both.
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => session(shared, parts.io.into_inner(), parts.read_buf, permit, peer).await,
-        Err(upgraded) => {
-            let io = TokioIo::new(upgraded);
-            Box::pin(session(shared, io, Bytes::new(), permit, peer)).await;
-        }
+        Ok(parts) => Either::Left(session(
+            shared.clone(),
+            Live::new(shared, parts.io.into_inner(), parts.read_buf, permit),
+            peer,
+        )),
+        Err(upgraded) => Either::Right(Box::pin(session(
+            shared.clone(),
+            Live::new(shared, TokioIo::new(upgraded), Bytes::new(), permit),
+            peer,
+        ))),
     }
 }
 
-/// Runs the session over `io`; `early` are bytes the client sent right
-/// after the handshake, read before the upgrade (a slice of hyper's read
-/// buffer: copied and released at once, or the session would keep that
-/// whole buffer).
-async fn session<Io: AsyncRead + AsyncWrite + Unpin>(
+/// Runs `live` to its end, then the closing handshake. (A plain function
+/// returning an `async move` block: an `async fn` would keep its
+/// arguments twice, the session included.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn session<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     shared: Arc<Shared>,
-    io: Io,
-    early: Bytes,
-    permit: AdmissionPermit,
+    mut live: Live<Io>,
     peer: SocketAddr,
-) {
-    let s = &shared.settings;
-    let sock = Mutex::new(Socket {
-        io,
-        out: Vec::new(),
-        written: 0,
-    });
-    let _open = shared.stats.ws_connection();
-    let engine = &shared.engine;
-    let limits = engine.limits();
-    let (outbox, mut rx) = Outbox::new(OutboxLimits {
-        max_frames: limits.max_queue_frames,
-        max_bytes: limits.max_queue_bytes,
-    });
-    let mut conn = engine.connect(Arc::new(outbox.clone()), permit);
-    let session = conn.session_id();
-    tracing::debug!(%peer, session, "WebSocket session open");
-    let mut dec = Decoder::new(s.max_message_bytes);
-    dec.push(&early);
-    drop(early);
-    let clock = Clock::new();
-    let end = {
-        let reader = async {
-            loop {
-                let msg = match dec.next() {
-                    Ok(Some(m)) => m,
-                    Ok(None) => match read_more(&sock, &mut dec, s.read_buffer_bytes).await {
-                        Ok(0) => return End::Gone("end of stream".to_owned()),
-                        Ok(_) => continue,
-                        Err(e) => return End::Gone(e.to_string()),
-                    },
-                    Err(e) => return End::Frame(e),
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _open = shared.stats.ws_connection();
+        let session = live.rx.id();
+        tracing::debug!(%peer, session, "WebSocket session open");
+        let end = (&mut live).await;
+        // A request still being handled is dropped with the session.
+        live.handling = None;
+        if matches!(end, End::ClientClosed(_)) {
+            // Frames taken before the client's Close still go out.
+            for frame in std::mem::take(&mut live.batch) {
+                encode_text(&mut live.sock.out, &frame);
+            }
+        }
+        // Boxed: the closing handshake's state is needed once, at the end.
+        Box::pin(finish(
+            &shared,
+            &mut live.sock,
+            &mut live.dec,
+            &mut live.rx,
+            end,
+            peer,
+            session,
+        ))
+        .await;
+        drop(live);
+    }
+}
+
+/// Rounds of work one poll of a session does before it yields, so a
+/// client that keeps its session busy cannot hold a worker thread.
+const ROUNDS: usize = 16;
+
+/// One WebSocket session, written as a future by hand: an idle session is
+/// these fields and nothing else (an `async` reader and writer would each
+/// keep their own locals and timers alive side by side). It reads and
+/// handles the client's frames one at a time, in order, while it writes
+/// what the engine queues, pings a quiet client, and ends with how the
+/// session ended; [`finish`] then says goodbye.
+struct Live<Io> {
+    sock: Socket<Io>,
+    dec: Decoder,
+    /// The engine's connection; moved into `handling` while a text message
+    /// is handled.
+    conn: Option<Connection>,
+    /// The request being handled, which hands the connection back.
+    handling: Option<Pin<Box<dyn Future<Output = Connection> + Send>>>,
+    outbox: Outbox,
+    rx: OutboxReceiver,
+    /// Frames taken from the outbox, not yet encoded (a batch held for the
+    /// coalescing window, or the rest of one over `write_buffer_bytes`).
+    batch: Vec<Bytes>,
+    /// When the client last sent anything.
+    heard: Instant,
+    /// The ping and idle check, every `ping_interval`.
+    tick: Pin<Box<Sleep>>,
+    /// Armed while a write waits for the client: its `write_timeout`.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    /// Armed while frames are held for `write_coalesce`.
+    gather_timer: Option<Pin<Box<Sleep>>>,
+    shared: Arc<Shared>,
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> Future for Live<Io> {
+    type Output = End;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
+        let this = &mut *self;
+        for _ in 0..ROUNDS {
+            let mut busy = false;
+            // Each step leaves a waker registered when it makes no
+            // progress; a round without progress ends the poll.
+            if let Some(end) = this.read_side(cx, &mut busy) {
+                return Poll::Ready(end);
+            }
+            if let Some(end) = this.write_side(cx, &mut busy) {
+                return Poll::Ready(end);
+            }
+            if let Some(end) = this.check_tick(cx, &mut busy) {
+                return Poll::Ready(end);
+            }
+            if !busy {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
+    /// A session over `io`, registered with the engine; `early` are bytes
+    /// the client sent right after the handshake, read before the upgrade
+    /// (a slice of hyper's read buffer: copied, and released at once, or
+    /// the session would keep that whole buffer).
+    fn new(shared: Arc<Shared>, io: Io, early: Bytes, permit: AdmissionPermit) -> Self {
+        let engine = &shared.engine;
+        let limits = engine.limits();
+        let (outbox, rx) = Outbox::new(OutboxLimits {
+            max_frames: limits.max_queue_frames,
+            max_bytes: limits.max_queue_bytes,
+        });
+        let conn = engine.connect(Arc::new(outbox.clone()), permit);
+        let mut dec = Decoder::new(shared.settings.max_message_bytes);
+        dec.push(&early);
+        Live {
+            sock: Socket {
+                io,
+                out: Vec::new(),
+                written: 0,
+            },
+            dec,
+            conn: Some(conn),
+            handling: None,
+            outbox,
+            rx,
+            batch: Vec::new(),
+            heard: Instant::now(),
+            tick: Box::pin(tokio::time::sleep(shared.settings.ping_interval)),
+            write_timer: None,
+            gather_timer: None,
+            shared,
+        }
+    }
+
+    /// Finishes the request in progress, or parses (reading if need be)
+    /// the next frame and acts on it.
+    fn read_side(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
+        if let Some(handling) = self.handling.as_mut() {
+            let conn = ready_or_none(handling.as_mut().poll(cx))?;
+            self.conn = Some(conn);
+            self.handling = None;
+            *busy = true;
+        }
+        let msg = match self.dec.next() {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
+                let max = self.shared.settings.read_buffer_bytes;
+                let dec = &mut self.dec;
+                return match self.sock.poll_read(cx, max, |b| dec.push(b)) {
+                    Poll::Ready(Ok(0)) => Some(End::Gone("end of stream".to_owned())),
+                    Poll::Ready(Ok(_)) => {
+                        *busy = true;
+                        None
+                    }
+                    Poll::Ready(Err(e)) => Some(End::Gone(e.to_string())),
+                    Poll::Pending => None,
                 };
-                clock.touch();
-                match msg {
-                    // Boxed: the handler's state (it may wait on the
-                    // store) lives only while a frame is handled, not in
-                    // every idle session's task.
-                    Inbound::Text(text) => Box::pin(conn.handle_frame(&text)).await,
-                    Inbound::Binary(bytes) => {
-                        engine.metrics().bad_frames.inc();
-                        tracing::info!(%peer, session, bytes, "binary WebSocket message refused");
-                        let frame = ServerFrame::Error {
-                            id: None,
-                            code: ErrorCode::BadFrame,
-                            message: "binary messages are not supported: send one JSON frame per text message".to_owned(),
-                        };
-                        if outbox.deliver(Codec::encode(&frame)).is_err() {
-                            outbox.close(ErrorCode::Lagged);
-                        }
-                    }
-                    Inbound::Ping(data) => {
-                        encode_control(&mut lock(&sock).out, Control::Pong(&data));
-                        if let Err(end) = drain(&sock, s.write_timeout).await {
-                            return end;
-                        }
-                    }
-                    Inbound::Pong => {}
-                    Inbound::Close(code) => return End::ClientClosed(code),
+            }
+            Err(e) => return Some(End::Frame(e)),
+        };
+        *busy = true;
+        self.heard = Instant::now();
+        match msg {
+            Inbound::Text(text) => {
+                let Some(mut conn) = self.conn.take() else {
+                    return Some(End::Server(ErrorCode::Internal));
+                };
+                // Boxed: the handler's state (it may wait on the store)
+                // lives only while a frame is handled.
+                self.handling = Some(Box::pin(async move {
+                    conn.handle_frame(&text).await;
+                    conn
+                }));
+            }
+            Inbound::Binary(bytes) => {
+                self.shared.engine.metrics().bad_frames.inc();
+                tracing::info!(bytes, "binary WebSocket message refused");
+                let frame = ServerFrame::Error {
+                    id: None,
+                    code: ErrorCode::BadFrame,
+                    message:
+                        "binary messages are not supported: send one JSON frame per text message"
+                            .to_owned(),
+                };
+                if self.outbox.deliver(Codec::encode(&frame)).is_err() {
+                    self.outbox.close(ErrorCode::Lagged);
                 }
             }
-        };
-        let writer = async {
-            let mut buf: Vec<Bytes> = Vec::new();
-            // Inline, reset after each tick: no timer allocation per session.
-            let tick = tokio::time::sleep(s.ping_interval);
-            tokio::pin!(tick);
-            loop {
-                tokio::select! {
-                    r = rx.recv_many(&mut buf, s.write_batch_frames) => match r {
-                        Recv::Frames => {
-                            gather(&mut rx, &mut buf, s).await;
-                            if let Err(end) = write_frames(&sock, &buf, s).await {
-                                return end;
-                            }
-                            // An idle session keeps no batch buffer.
-                            buf = Vec::new();
-                        }
-                        Recv::Closed(reason) => return End::Server(reason),
-                    },
-                    () = &mut tick => {
-                        let quiet = clock.quiet_for();
-                        if quiet >= s.idle_timeout {
-                            return End::Server(ErrorCode::Idle);
-                        }
-                        if quiet >= s.ping_interval {
-                            encode_control(&mut lock(&sock).out, Control::Ping);
-                            if let Err(end) = drain(&sock, s.write_timeout).await {
-                                return end;
-                            }
-                        }
-                        tick.as_mut().reset(Instant::now() + s.ping_interval);
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            e = reader => e,
-            e = writer => e,
+            Inbound::Ping(data) => encode_control(&mut self.sock.out, Control::Pong(&data)),
+            Inbound::Pong => {}
+            Inbound::Close(code) => return Some(End::ClientClosed(code)),
         }
-    };
-    // Boxed: the closing handshake's state is needed once, at the end.
-    Box::pin(finish(
-        &shared, &sock, &mut dec, &mut rx, end, peer, session,
-    ))
-    .await;
-    drop(conn);
+        None
+    }
+
+    /// Writes what is queued (bounded by `write_timeout`), then takes the
+    /// next batch from the outbox (waiting `write_coalesce` for more unless
+    /// a reply is among them) and encodes it.
+    fn write_side(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
+        let s = &self.shared.settings;
+        if self.sock.has_output() {
+            match self.sock.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.write_timer = None;
+                    *busy = true;
+                }
+                Poll::Ready(Err(e)) => return Some(End::Gone(e.to_string())),
+                Poll::Pending => {
+                    // Most writes finish at once: only one that has to
+                    // wait for the client pays for a timer. Meanwhile new
+                    // frames stay in the bounded outbox.
+                    let timer = self
+                        .write_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(s.write_timeout)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Some(End::Gone("write timed out".to_owned()));
+                    }
+                    return None;
+                }
+            }
+        }
+        if self.batch.is_empty() {
+            match self
+                .rx
+                .poll_recv_many(cx, &mut self.batch, s.write_batch_frames)
+            {
+                Poll::Ready(Recv::Frames) => {
+                    *busy = true;
+                    let gather = !s.write_coalesce.is_zero()
+                        && self.batch.len() < s.write_batch_frames
+                        && !self.rx.took_reply();
+                    if gather {
+                        self.gather_timer = Some(Box::pin(tokio::time::sleep(s.write_coalesce)));
+                    }
+                }
+                Poll::Ready(Recv::Closed(reason)) => return Some(End::Server(reason)),
+                Poll::Pending => return None,
+            }
+        }
+        if let Some(timer) = self.gather_timer.as_mut() {
+            // Frames that arrive meanwhile wait in the outbox, under its
+            // bound; a reply queued ends the wait.
+            let over = timer.as_mut().poll(cx).is_ready();
+            if !over && self.rx.poll_reply_queued(cx).is_pending() {
+                return None;
+            }
+            self.gather_timer = None;
+            while self.batch.len() < s.write_batch_frames {
+                match self.rx.try_recv() {
+                    Some(frame) => self.batch.push(frame),
+                    None => break,
+                }
+            }
+        }
+        // The engine's shared JSON bytes as they are (no re-encoding, no
+        // UTF-8 re-validation), up to `write_buffer_bytes` per write.
+        let mut taken = 0;
+        for frame in &self.batch {
+            if self.sock.out.len() >= s.write_buffer_bytes {
+                break;
+            }
+            encode_text(&mut self.sock.out, frame);
+            taken += 1;
+        }
+        if taken == self.batch.len() {
+            // An idle session keeps no batch storage.
+            self.batch = Vec::new();
+        } else {
+            self.batch.drain(..taken);
+        }
+        *busy = true;
+        None
+    }
+
+    /// Every `ping_interval`: closes a client quiet for `idle_timeout`,
+    /// pings one quiet for `ping_interval`.
+    fn check_tick(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
+        let s = &self.shared.settings;
+        if self.tick.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        let quiet = self.heard.elapsed();
+        if quiet >= s.idle_timeout {
+            return Some(End::Server(ErrorCode::Idle));
+        }
+        if quiet >= s.ping_interval {
+            encode_control(&mut self.sock.out, Control::Ping);
+        }
+        self.tick.as_mut().reset(Instant::now() + s.ping_interval);
+        // Polled again next round, which registers the new deadline.
+        *busy = true;
+        None
+    }
 }
 
-/// With [`WsSettings::write_coalesce`](crate::WsSettings::write_coalesce),
-/// waits that long for more frames to write with those in `buf` (up to a
-/// batch), but not for a reply: one taken or one queued meanwhile ends the
-/// wait.
-async fn gather(rx: &mut OutboxReceiver, buf: &mut Vec<Bytes>, s: &WsSettings) {
-    if s.write_coalesce.is_zero() || buf.len() >= s.write_batch_frames || rx.took_reply() {
-        return;
+/// `Some(value)` when ready.
+fn ready_or_none<T>(p: Poll<T>) -> Option<T> {
+    match p {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
     }
-    // Boxed, as the timer is only needed while gathering.
-    Box::pin(async {
-        tokio::select! {
-            () = tokio::time::sleep(s.write_coalesce) => {}
-            () = rx.reply_queued() => {}
-        }
-    })
-    .await;
-    while buf.len() < s.write_batch_frames {
-        match rx.try_recv() {
-            Some(frame) => buf.push(frame),
-            None => break,
-        }
-    }
-}
-
-/// Writes `frames` as text frames, each payload the engine's shared JSON
-/// bytes as they are (no re-encoding, no UTF-8 re-validation), with one
-/// write per `write_buffer_bytes`.
-async fn write_frames<Io: AsyncRead + AsyncWrite + Unpin>(
-    sock: &Mutex<Socket<Io>>,
-    frames: &[Bytes],
-    s: &WsSettings,
-) -> Result<(), End> {
-    let mut next = 0;
-    while next < frames.len() {
-        {
-            let mut sock = lock(sock);
-            while let Some(frame) = frames.get(next) {
-                if sock.out.len() >= s.write_buffer_bytes {
-                    break;
-                }
-                encode_text(&mut sock.out, frame);
-                next += 1;
-            }
-        }
-        drain(sock, s.write_timeout).await?;
-    }
-    Ok(())
 }
 
 /// Sends the `closing` frame and the Close (unless the client went away or
 /// closed first), then waits, bounded, for the client's side of the close.
 async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
-    sock: &Mutex<Socket<Io>>,
+    sock: &mut Socket<Io>,
     dec: &mut Decoder,
     rx: &mut OutboxReceiver,
     end: End,
@@ -502,13 +658,10 @@ async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
             // Replies to what the client sent before its Close still go
             // out; then its status is echoed (RFC 6455, 5.5.1) and the
             // server hangs up.
-            {
-                let mut sock = lock(sock);
-                while let Some(frame) = rx.try_recv() {
-                    encode_text(&mut sock.out, &frame);
-                }
-                encode_control(&mut sock.out, Control::Close(code.map(|c| (c, ""))));
+            while let Some(frame) = rx.try_recv() {
+                encode_text(&mut sock.out, &frame);
             }
+            encode_control(&mut sock.out, Control::Close(code.map(|c| (c, ""))));
             if drain(sock, s.close_timeout).await.is_ok() {
                 shut_down(sock, s.close_timeout).await;
             }
@@ -528,24 +681,21 @@ async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
     // After a framing error the rest of the stream cannot be parsed: the
     // client's Close is not looked for, only its end.
     let readable = matches!(end, End::Server(_));
-    {
-        let mut sock = lock(sock);
-        match reason {
-            Some(reason) => {
-                tracing::info!(%peer, session, reason = %reason, "closing WebSocket");
-                let closing = ServerFrame::Closing {
-                    reason,
-                    message: explain(reason).to_owned(),
-                };
-                encode_text(&mut sock.out, &Codec::encode(&closing));
-                let close = (close_code(reason), reason.as_str());
-                encode_control(&mut sock.out, Control::Close(Some(close)));
-            }
-            None => encode_control(
-                &mut sock.out,
-                Control::Close(Some((1002, "protocol error"))),
-            ),
+    match reason {
+        Some(reason) => {
+            tracing::info!(%peer, session, reason = %reason, "closing WebSocket");
+            let closing = ServerFrame::Closing {
+                reason,
+                message: explain(reason).to_owned(),
+            };
+            encode_text(&mut sock.out, &Codec::encode(&closing));
+            let close = (close_code(reason), reason.as_str());
+            encode_control(&mut sock.out, Control::Close(Some(close)));
         }
+        None => encode_control(
+            &mut sock.out,
+            Control::Close(Some((1002, "protocol error"))),
+        ),
     }
     let _ = tokio::time::timeout(s.close_timeout, async {
         if drain(sock, s.close_timeout).await.is_err() {
@@ -563,9 +713,8 @@ async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
                     Ok(_) => {}
                 }
             } else {
-                let discard = std::future::poll_fn(|cx| {
-                    lock(sock).poll_read(cx, s.read_buffer_bytes, |_| {})
-                });
+                let discard =
+                    std::future::poll_fn(|cx| sock.poll_read(cx, s.read_buffer_bytes, |_| {}));
                 match discard.await {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
@@ -578,36 +727,7 @@ async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Ends the stream cleanly (TLS close_notify, then FIN), bounded.
-async fn shut_down<Io: AsyncRead + AsyncWrite + Unpin>(
-    sock: &Mutex<Socket<Io>>,
-    timeout: Duration,
-) {
-    let shutdown = std::future::poll_fn(|cx| Pin::new(&mut lock(sock).io).poll_shutdown(cx));
+async fn shut_down<Io: AsyncRead + AsyncWrite + Unpin>(sock: &mut Socket<Io>, timeout: Duration) {
+    let shutdown = std::future::poll_fn(|cx| Pin::new(&mut sock.io).poll_shutdown(cx));
     let _ = tokio::time::timeout(timeout, shutdown).await;
-}
-
-/// When the client was last heard from, shared by the reader and the
-/// writer of one session.
-struct Clock {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Clock {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> std::time::Duration {
-        let last = std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
 }
