@@ -211,6 +211,8 @@ struct Socket<Io> {
     /// written, so an idle connection holds no buffer.
     out: Vec<u8>,
     written: usize,
+    /// Bytes were written and not yet flushed (TLS may still hold records).
+    unflushed: bool,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
@@ -234,9 +236,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
         })
     }
 
-    /// Whether frames are waiting to be written.
+    /// Whether frames are waiting to be written or flushed.
     fn has_output(&self) -> bool {
-        self.written < self.out.len()
+        self.written < self.out.len() || self.unflushed
     }
 
     /// Writes everything queued, then flushes.
@@ -247,12 +249,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.written += n;
+            self.unflushed = true;
         }
         if self.written > 0 {
             self.out = Vec::new();
             self.written = 0;
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -452,6 +459,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
                 io,
                 out: Vec::new(),
                 written: 0,
+                unflushed: false,
             },
             dec,
             conn: Some(conn),

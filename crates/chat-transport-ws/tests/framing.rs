@@ -245,3 +245,60 @@ async fn protocol_violations_close_with_1002_and_bad_text_with_1007() {
     ));
     server.stop().await.unwrap();
 }
+
+/// A TLS subscriber that reads nothing while megabytes are published to
+/// it: the server's writes back up into the kernel and TLS buffers (the
+/// session waits on the socket, its queue holding the rest), and once the
+/// client reads, every message arrives, in order.
+#[tokio::test]
+async fn a_tls_reader_that_falls_behind_gets_everything_once_it_reads() {
+    const COUNT: usize = 4_000;
+    let (server_cfg, client_cfg) = support::tls_pair();
+    let limits = support::limits()
+        .max_queue_frames(2 * COUNT)
+        .max_queue_bytes(64 << 20);
+    let engine = chat_core::Engine::builder().limits(limits).build().unwrap();
+    let server = TestServer::start_with(engine, support::settings().tls(server_cfg)).await;
+    let connector = tokio_rustls::TlsConnector::from(client_cfg);
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let name = chat_transport_ws::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
+            .await
+            .unwrap();
+        clients.push(support::Client::new(ws).await);
+    }
+    let (mut reader, mut writer) = {
+        let mut it = clients.into_iter();
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    reader.signup("reader").await;
+    writer.signup("writer").await;
+    let r = writer
+        .call(json!({"type": "create_room", "room": "news", "kind": "public"}))
+        .await;
+    assert!(matches!(r, ServerFrame::Room { .. }), "{r:?}");
+    let r = reader.call(json!({"type": "join", "room": "news"})).await;
+    assert!(matches!(r, ServerFrame::Room { .. }), "{r:?}");
+    let r = reader
+        .call(json!({"type": "subscribe", "rooms": [{"room": "news", "last_seq": 0}]}))
+        .await;
+    assert!(matches!(r, ServerFrame::Subscribed { .. }), "{r:?}");
+    let body = "b".repeat(3_000);
+    for _ in 0..COUNT {
+        let ack = writer
+            .call(json!({"type": "send", "room": "news", "body": body}))
+            .await;
+        assert!(matches!(ack, ServerFrame::Ack { .. }), "{ack:?}");
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < COUNT {
+        if let ServerFrame::Message { message } = reader.next().await {
+            seqs.push(message.seq);
+        }
+    }
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "out of order");
+    server.stop().await.unwrap();
+}
