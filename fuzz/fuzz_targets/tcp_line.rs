@@ -11,22 +11,14 @@
 use chat_transport_tcp::fuzzing::{read_lines, LineError};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "split.rs"]
+mod split;
+
 fuzz_target!(|input: (u8, [u16; 4], &[u8])| {
     let (limit, cuts, data) = input;
     // Limits on both sides of the reader's 2 KiB read size.
     let max = usize::from(limit) * 17;
-    let mut at: Vec<usize> = cuts
-        .iter()
-        .map(|&c| usize::from(c) % (data.len() + 1))
-        .collect();
-    at.sort_unstable();
-    let mut chunks = Vec::new();
-    let mut from = 0;
-    for cut in at {
-        chunks.push(&data[from..cut]);
-        from = cut;
-    }
-    chunks.push(&data[from..]);
+    let chunks = split::at_cuts(data, &cuts);
 
     let got = read_lines(&chunks, max);
     for item in &got {

@@ -7,24 +7,16 @@
 use chat_transport_ws::fuzzing::ws_frames;
 use libfuzzer_sys::fuzz_target;
 
+#[path = "split.rs"]
+mod split;
+
 fuzz_target!(|input: (u8, [u16; 4], &[u8])| {
     let (limit, cuts, data) = input;
     // Limits below and above the 7- and 16-bit payload lengths.
     let max = 1 + usize::from(limit) * 300;
-    let mut at: Vec<usize> = cuts
-        .iter()
-        .map(|&c| usize::from(c) % (data.len() + 1))
-        .collect();
-    at.sort_unstable();
-    let mut chunks = Vec::new();
-    let mut from = 0;
-    for cut in at {
-        chunks.push(&data[from..cut]);
-        from = cut;
-    }
-    chunks.push(&data[from..]);
+    let chunks = split::at_cuts(data, &cuts);
 
     let whole = ws_frames(&[data], max);
-    let split = ws_frames(&chunks, max);
-    assert_eq!(whole, split, "the split changed what was decoded");
+    let pieces = ws_frames(&chunks, max);
+    assert_eq!(whole, pieces, "the split changed what was decoded");
 });

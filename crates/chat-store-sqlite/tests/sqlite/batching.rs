@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use chat_core::{Role, Store, StoreError, UserRecord};
 use chat_store_sqlite::Error;
 
-use crate::support::{create_room, msg, open_temp, queue, room, stall_writer, wait_until};
+use crate::support::{
+    create_room, msg, open_temp, poison_commits, queue, room, stall_writer, wait_until,
+};
 
 pub(crate) fn is_batch_aborted(e: &StoreError) -> bool {
     match e {
@@ -146,18 +148,7 @@ async fn a_failed_commit_fails_every_request_of_the_batch() {
     let (store, _dir, path) = open_temp();
     create_room(&store, "lobby").await;
     store.append(msg("lobby", "a", "before")).await.unwrap();
-    // A deferred foreign key is checked at COMMIT: the poison message makes
-    // the batch's COMMIT fail after every request in it succeeded.
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TABLE t_parent (id INTEGER PRIMARY KEY);
-             CREATE TABLE t_child (pid INTEGER REFERENCES t_parent (id)
-                                   DEFERRABLE INITIALLY DEFERRED);
-             CREATE TRIGGER poison AFTER INSERT ON messages WHEN NEW.body = 'poison'
-             BEGIN INSERT INTO t_child VALUES (42); END;",
-        )
-        .unwrap();
+    poison_commits(&path);
 
     let (lock, plug) = stall_writer(&store, &path).await;
     let mut appends = Vec::new();

@@ -9,7 +9,7 @@ use chat_core::{Appended, HistoryQuery, NewMessage, Store};
 use chat_store_sqlite::{SqliteSettings, SqliteStore};
 
 use crate::batching::is_batch_aborted;
-use crate::support::{create_room, msg, open_temp, queue, stall_writer};
+use crate::support::{create_room, msg, open_temp, poison_commits, queue, stall_writer};
 
 fn keyed(sender: &str, client_id: &str, ts: u64) -> NewMessage {
     let mut m = msg("lobby", sender, &format!("{client_id} at {ts}"));
@@ -227,18 +227,7 @@ async fn a_key_of_a_batch_that_did_not_commit_is_not_held() {
     let (store, _dir, path) = open_temp();
     create_room(&store, "lobby").await;
     send(&store, "alice", "before", 1_000).await;
-    // A deferred foreign key is checked at COMMIT: the poison message makes
-    // the batch's COMMIT fail after every request in it succeeded.
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TABLE t_parent (id INTEGER PRIMARY KEY);
-             CREATE TABLE t_child (pid INTEGER REFERENCES t_parent (id)
-                                   DEFERRABLE INITIALLY DEFERRED);
-             CREATE TRIGGER poison AFTER INSERT ON messages WHEN NEW.body = 'poison'
-             BEGIN INSERT INTO t_child VALUES (42); END;",
-        )
-        .unwrap();
+    poison_commits(&path);
     let (lock, plug) = stall_writer(&store, &path).await;
     let mut lost = Vec::new();
     for m in [keyed("alice", "lost", 1_001), {

@@ -73,6 +73,22 @@ impl WriteLock {
     }
 }
 
+/// Makes the COMMIT of any batch holding a message whose body is
+/// `poison` fail, after every request in it succeeded: a deferred foreign
+/// key, checked at COMMIT, that a trigger on such a message breaks.
+pub(crate) fn poison_commits(path: &Path) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE t_parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE t_child (pid INTEGER REFERENCES t_parent (id)
+                                   DEFERRABLE INITIALLY DEFERRED);
+             CREATE TRIGGER poison AFTER INSERT ON messages WHEN NEW.body = 'poison'
+             BEGIN INSERT INTO t_child VALUES (42); END;",
+        )
+        .unwrap();
+}
+
 /// Blocks the writer in `BEGIN IMMEDIATE` on a plug request, so the next
 /// requests wait in the queue and form one batch once the lock is released.
 pub(crate) async fn stall_writer(store: &SqliteStore, path: &Path) -> (WriteLock, JoinHandle<()>) {
