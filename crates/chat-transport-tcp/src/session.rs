@@ -35,40 +35,46 @@ enum ReadEnd {
     TooLong(usize),
 }
 
-/// Runs an admitted connection to its end. Takes the stream already split:
-/// an async fn keeps its arguments for its whole life, and a TLS stream
-/// by value is over a KiB that would stay in every connection's task.
-pub(crate) async fn run<S>(
-    (mut rd, mut wr): (ReadHalf<S>, WriteHalf<S>),
+/// Runs an admitted connection to its end. Takes the stream already split
+/// (a TLS stream by value is over a KiB). A plain function returning an
+/// `async move` block: an `async fn` keeps its arguments twice for its
+/// whole life, in every connection's task.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub(crate) fn run<'a, S>(
+    halves: (ReadHalf<S>, WriteHalf<S>),
     mut conn: Connection,
     mut rx: OutboxReceiver,
-    settings: &TcpSettings,
+    settings: &'a TcpSettings,
     max_line: usize,
     mut stop: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
+) -> impl std::future::Future<Output = ()> + Send + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
 {
-    let (end_tx, end_rx) = oneshot::channel();
-    let linger = {
-        let reader = read_loop(&mut rd, &mut conn, settings.idle_timeout, max_line);
-        let writer = write_loop(&mut wr, &mut rx, settings, end_rx, &mut stop);
-        tokio::pin!(reader, writer);
-        tokio::select! {
-            () = &mut writer => true,
-            end = &mut reader => {
-                let _ = end_tx.send(end);
-                writer.await;
-                !matches!(end, ReadEnd::Gone)
+    async move {
+        let (mut rd, mut wr) = halves;
+        let (end_tx, end_rx) = oneshot::channel();
+        let linger = {
+            let reader = read_loop(&mut rd, &mut conn, settings.idle_timeout, max_line);
+            let writer = write_loop(&mut wr, &mut rx, settings, end_rx, &mut stop);
+            tokio::pin!(reader, writer);
+            tokio::select! {
+                () = &mut writer => true,
+                end = &mut reader => {
+                    let _ = end_tx.send(end);
+                    writer.await;
+                    !matches!(end, ReadEnd::Gone)
+                }
             }
+        };
+        // The session ends before the socket: nothing is queued for nobody.
+        // Linger only when the server closed first (the client may still be
+        // sending); a client that closed its side has nothing left to send.
+        drop(conn);
+        drop(rx);
+        if linger {
+            drain(&mut rd, settings.close_linger, settings.close_linger_bytes).await;
         }
-    };
-    // The session ends before the socket: nothing is queued for nobody.
-    // Linger only when the server closed first (the client may still be
-    // sending); a client that closed its side has nothing left to send.
-    drop(conn);
-    drop(rx);
-    if linger {
-        drain(&mut rd, settings.close_linger, settings.close_linger_bytes).await;
     }
 }
 
