@@ -342,7 +342,7 @@ impl Engine {
     /// the transport drains the returned receiver.
     pub fn open(&self, permit: AdmissionPermit) -> (Connection, OutboxReceiver) {
         let (outbox, rx) = Outbox::new(self.outbox_limits());
-        (self.connect(Arc::new(outbox), permit), rx)
+        (self.connect(outbox.session(), permit), rx)
     }
 
     fn outbox_limits(&self) -> OutboxLimits {
@@ -366,7 +366,7 @@ impl Engine {
         let (outbox, mut rx) = Outbox::new(self.outbox_limits());
         let mut conn = Connection::new(
             self.clone(),
-            Arc::new(outbox),
+            outbox.session(),
             AdmissionPermit::unlimited(),
             true,
         );

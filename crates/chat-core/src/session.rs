@@ -116,6 +116,14 @@ pub enum Recv {
 }
 
 impl Outbox {
+    /// This queue as the engine's [`Session`] (see
+    /// [`Engine::connect`](crate::Engine::connect)), sharing the queue
+    /// itself: no second allocation and no second indirection on every
+    /// delivery, as `Arc::new(outbox.clone())` would have.
+    pub fn session(&self) -> Arc<dyn Session> {
+        self.shared.clone()
+    }
+
     /// A new queue with its receiving end.
     pub fn new(limits: OutboxLimits) -> (Outbox, OutboxReceiver) {
         let shared = Arc::new(Shared {
@@ -140,10 +148,24 @@ impl Outbox {
             },
         )
     }
+}
+
+/// Keeps `cx`'s waker in `slot` (cloned only when it changed).
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
     fn push(&self, frame: Bytes, reply: bool) -> Result<(), Full> {
-        let mut st = self.shared.lock();
-        let limits = self.shared.limits;
+        let mut st = self.lock();
+        let limits = self.limits;
         if st.closed.is_some()
             || st.queue.len() >= limits.max_frames
             || st.bytes + frame.len() > limits.max_bytes
@@ -168,24 +190,10 @@ impl Outbox {
     }
 }
 
-/// Keeps `cx`'s waker in `slot` (cloned only when it changed).
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 #[async_trait]
-impl Session for Outbox {
+impl Session for Shared {
     fn id(&self) -> SessionId {
-        self.shared.id
+        self.id
     }
 
     fn deliver(&self, frame: Bytes) -> Result<(), Full> {
@@ -198,10 +206,10 @@ impl Session for Outbox {
 
     async fn writable(&self) {
         loop {
-            let notified = self.shared.writable.notified();
+            let notified = self.writable.notified();
             {
-                let st = self.shared.lock();
-                let limits = self.shared.limits;
+                let st = self.lock();
+                let limits = self.limits;
                 if st.closed.is_some()
                     || (st.queue.len() < limits.max_frames && st.bytes < limits.max_bytes / 2)
                 {
@@ -213,7 +221,7 @@ impl Session for Outbox {
     }
 
     fn close(&self, reason: ErrorCode) {
-        let mut st = self.shared.lock();
+        let mut st = self.lock();
         if st.closed.is_none() {
             st.closed = Some(reason);
         }
@@ -222,11 +230,39 @@ impl Session for Outbox {
         if let Some(w) = waker {
             w.wake();
         }
-        self.shared.writable.notify_waiters();
+        self.writable.notify_waiters();
     }
 
     fn is_closed(&self) -> bool {
-        self.shared.lock().closed.is_some()
+        self.lock().closed.is_some()
+    }
+}
+
+/// An [`Outbox`] is a handle on its queue: every call goes to the queue.
+#[async_trait]
+impl Session for Outbox {
+    fn id(&self) -> SessionId {
+        self.shared.id()
+    }
+
+    fn deliver(&self, frame: Bytes) -> Result<(), Full> {
+        self.shared.deliver(frame)
+    }
+
+    fn deliver_reply(&self, frame: Bytes) -> Result<(), Full> {
+        self.shared.deliver_reply(frame)
+    }
+
+    async fn writable(&self) {
+        self.shared.writable().await;
+    }
+
+    fn close(&self, reason: ErrorCode) {
+        self.shared.close(reason);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.is_closed()
     }
 }
 

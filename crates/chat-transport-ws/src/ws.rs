@@ -451,7 +451,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             max_frames: limits.max_queue_frames,
             max_bytes: limits.max_queue_bytes,
         });
-        let conn = engine.connect(Arc::new(outbox.clone()), permit);
+        let conn = engine.connect(outbox.session(), permit);
         let mut dec = Decoder::new(shared.settings.max_message_bytes);
         dec.push(&early);
         Live {
