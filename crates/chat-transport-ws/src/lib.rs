@@ -100,6 +100,7 @@ mod frame;
 pub mod fuzzing;
 mod http;
 pub mod metrics;
+mod ping;
 pub mod rest;
 mod router;
 mod server;

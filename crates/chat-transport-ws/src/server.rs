@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::metrics::TransportStats;
+use crate::ping::{self, PingClock};
 use crate::settings::WsSettings;
 use crate::ws::PendingWs;
 
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Slots for HTTP uploads in progress.
     pub(crate) uploads: Semaphore,
+    /// The WebSocket sessions' shared ping clock.
+    pub(crate) ping: Arc<PingClock>,
     tls: Option<TlsAcceptor>,
 }
 
@@ -81,7 +84,15 @@ where
         settings,
         stats: TransportStats::default(),
         shutdown: stop_rx,
+        ping: Arc::new(PingClock::default()),
     });
+    // Ended with the server (below), whichever way it stops.
+    let ping_clock = tokio::spawn(
+        shared
+            .ping
+            .clone()
+            .run(ping::period(shared.settings.ping_interval)),
+    );
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     let mut tasks: JoinSet<Option<Upgraded>> = JoinSet::new();
     let mut engine_down = engine.shutdown_signal();
@@ -150,6 +161,7 @@ where
         );
         tasks.shutdown().await;
     }
+    ping_clock.abort();
     tracing::info!("server stopped");
     result?;
     engine_result.map_err(Error::Shutdown)

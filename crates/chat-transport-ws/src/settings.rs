@@ -49,11 +49,14 @@ pub struct WsSettings {
     /// Longest time to write one batch to a client; a client that does not
     /// read for this long is dropped. Default 30 s.
     pub write_timeout: Duration,
-    /// How often the server pings a client that has sent nothing
-    /// meanwhile. Default 30 s.
+    /// A client that has sent nothing for this long is pinged. Sessions
+    /// are checked by one clock the server shares, every half interval, so
+    /// the ping goes out between 1 and 1.5 intervals after the client's
+    /// last frame. Default 30 s.
     pub ping_interval: Duration,
     /// A client that sends nothing (pongs included) for this long is
-    /// closed with `idle` (close code 4001). Default 75 s.
+    /// closed with `idle` (close code 4001), at the next check of the
+    /// shared clock (within half a `ping_interval`). Default 75 s.
     pub idle_timeout: Duration,
     /// Longest time to receive a request's headers (also the TLS
     /// handshake budget's HTTP part). Default 10 s.

@@ -403,8 +403,10 @@ struct Live<Io> {
     batch: Vec<Bytes>,
     /// When the client last sent anything.
     heard: Instant,
-    /// The ping and idle check, every `ping_interval`.
-    tick: Pin<Box<Sleep>>,
+    /// The shared ping clock's epoch this session last checked at, and
+    /// whether it waits for the next one.
+    epoch: u64,
+    waiting: bool,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
@@ -468,7 +470,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             rx,
             batch: Vec::new(),
             heard: Instant::now(),
-            tick: Box::pin(tokio::time::sleep(shared.settings.ping_interval)),
+            epoch: shared.ping.epoch(),
+            waiting: false,
             write_timer: None,
             gather_timer: None,
             shared,
@@ -615,13 +618,26 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         None
     }
 
-    /// Every `ping_interval`: closes a client quiet for `idle_timeout`,
-    /// pings one quiet for `ping_interval`.
+    /// At each epoch of the server's ping clock: closes a client quiet for
+    /// `idle_timeout`, pings one quiet for `ping_interval`.
     fn check_tick(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
-        let s = &self.shared.settings;
-        if self.tick.as_mut().poll(cx).is_pending() {
-            return None;
+        let clock = &self.shared.ping;
+        let mut now = clock.epoch();
+        if now == self.epoch {
+            if self.waiting {
+                return None;
+            }
+            self.waiting = true;
+            now = clock.wait(cx);
+            if now == self.epoch {
+                return None;
+            }
         }
+        // A new epoch: look, then wait for the next one (next round).
+        self.epoch = now;
+        self.waiting = false;
+        *busy = true;
+        let s = &self.shared.settings;
         let quiet = self.heard.elapsed();
         if quiet >= s.idle_timeout {
             return Some(End::Server(ErrorCode::Idle));
@@ -629,9 +645,6 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         if quiet >= s.ping_interval {
             encode_control(&mut self.sock.out, Control::Ping);
         }
-        self.tick.as_mut().reset(Instant::now() + s.ping_interval);
-        // Polled again next round, which registers the new deadline.
-        *busy = true;
         None
     }
 }

@@ -1,0 +1,103 @@
+//! The clock every WebSocket session of a server shares for its pings and
+//! idle checks: one timer for the whole server instead of one per session
+//! (a tokio timer is over 100 bytes, kept by every idle connection).
+//!
+//! Every `period` the clock starts a new epoch and wakes the sessions
+//! waiting for it; a session that sees a new epoch checks how long its
+//! client has been quiet, and waits for the next one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+/// The shared clock. See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct PingClock {
+    epoch: AtomicU64,
+    /// Sessions waiting for the next epoch (at most one entry each: a
+    /// session registers once per epoch).
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl PingClock {
+    /// The current epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Wakes `cx`'s task at the next epoch. Returns the epoch current once
+    /// registered: if it is not the one the caller saw, an epoch began
+    /// meanwhile and the caller should look again now.
+    pub(crate) fn wait(&self, cx: &Context<'_>) -> u64 {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cx.waker().clone());
+        self.epoch()
+    }
+
+    /// Starts a new epoch and wakes every waiting session.
+    pub(crate) fn tick(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+
+    /// Ticks every `period`, forever (the server aborts it when it stops).
+    pub(crate) async fn run(self: std::sync::Arc<Self>, period: Duration) {
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            self.tick();
+        }
+    }
+}
+
+/// The clock's period for a ping interval: half of it, so a client is
+/// pinged between one and one and a half intervals after it went quiet.
+pub(crate) fn period(ping_interval: Duration) -> Duration {
+    (ping_interval / 2).max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    struct Counter(AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_tick_wakes_each_waiting_session_once_and_starts_an_epoch() {
+        let clock = PingClock::default();
+        let counters: Vec<Arc<Counter>> = (0..3)
+            .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
+            .collect();
+        for c in &counters {
+            let waker = Waker::from(c.clone());
+            assert_eq!(clock.wait(&Context::from_waker(&waker)), 0);
+        }
+        clock.tick();
+        assert_eq!(clock.epoch(), 1);
+        for c in &counters {
+            assert_eq!(c.0.load(Ordering::SeqCst), 1);
+        }
+        // Nobody waits now: the next tick wakes no one.
+        clock.tick();
+        assert_eq!(clock.epoch(), 2);
+        for c in &counters {
+            assert_eq!(c.0.load(Ordering::SeqCst), 1);
+        }
+        assert_eq!(period(Duration::from_secs(30)), Duration::from_secs(15));
+    }
+}
