@@ -229,16 +229,15 @@ impl Decoder {
             PONG => return Ok(Some(Inbound::Pong)),
             CLOSE => return close(&payload).map(Some),
             CONTINUATION => {
-                let Some(f) = self.fragments.as_mut() else {
+                // `check` refused a continuation with no message before it.
+                let Some(mut f) = self.fragments.take() else {
                     return Err(FrameError::Protocol("continuation frame without a message"));
                 };
                 f.data.extend_from_slice(&payload);
                 if !fin {
+                    self.fragments = Some(f);
                     return Ok(None);
                 }
-                let Some(f) = self.fragments.take() else {
-                    return Ok(None);
-                };
                 (f.text, f.data)
             }
             _ if !fin => {

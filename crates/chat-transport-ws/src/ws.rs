@@ -482,7 +482,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
     /// the next frame and acts on it.
     fn read_side(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
         if let Some(handling) = self.handling.as_mut() {
-            let conn = ready_or_none(handling.as_mut().poll(cx))?;
+            let Poll::Ready(conn) = handling.as_mut().poll(cx) else {
+                return None;
+            };
             self.conn = Some(conn);
             self.handling = None;
             *busy = true;
@@ -646,14 +648,6 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             encode_control(&mut self.sock.out, Control::Ping);
         }
         None
-    }
-}
-
-/// `Some(value)` when ready.
-fn ready_or_none<T>(p: Poll<T>) -> Option<T> {
-    match p {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
     }
 }
 
