@@ -274,14 +274,7 @@ async fn a_tls_reader_that_falls_behind_gets_everything_once_it_reads() {
         let mut it = clients.into_iter();
         (it.next().unwrap(), it.next().unwrap())
     };
-    reader.signup("reader").await;
-    writer.signup("writer").await;
-    let r = writer
-        .call(json!({"type": "create_room", "room": "news", "kind": "public"}))
-        .await;
-    assert!(matches!(r, ServerFrame::Room { .. }), "{r:?}");
-    let r = reader.call(json!({"type": "join", "room": "news"})).await;
-    assert!(matches!(r, ServerFrame::Room { .. }), "{r:?}");
+    support::two_in_a_room(&mut writer, "writer", &mut reader, "reader", "news").await;
     let r = reader
         .call(json!({"type": "subscribe", "rooms": [{"room": "news", "last_seq": 0}]}))
         .await;

@@ -157,12 +157,7 @@ async fn coalesced_writes_keep_every_frame_in_order() {
     let server = TestServer::start(support::settings().write_coalesce(coalesce)).await;
     let mut alice = ws_connect(server.addr).await;
     let mut bob = ws_connect(server.addr).await;
-    alice.signup("alice").await;
-    bob.signup("bob").await;
-    alice
-        .call(json!({"type": "create_room", "room": "lobby"}))
-        .await;
-    bob.call(json!({"type": "join", "room": "lobby"})).await;
+    support::two_in_a_room(&mut alice, "alice", &mut bob, "bob", "lobby").await;
     let r = alice
         .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 0}]}))
         .await;
@@ -222,12 +217,7 @@ async fn coalescing_never_holds_back_replies() {
     // Sign-up replies, room creation and subscriptions are replies too: none
     // of them waits.
     let setup = std::time::Instant::now();
-    alice.signup("alice").await;
-    bob.signup("bob").await;
-    alice
-        .call(json!({"type": "create_room", "room": "lobby"}))
-        .await;
-    bob.call(json!({"type": "join", "room": "lobby"})).await;
+    support::two_in_a_room(&mut alice, "alice", &mut bob, "bob", "lobby").await;
     for c in [&mut alice, &mut bob] {
         let r = c
             .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 0}]}))
@@ -511,12 +501,7 @@ async fn a_queue_that_fills_during_the_window_lags_only_its_subscriber() {
     let server = TestServer::start_with(engine, settings).await;
     let mut alice = ws_connect(server.addr).await;
     let mut bob = ws_connect(server.addr).await;
-    alice.signup("alice").await;
-    bob.signup("bob").await;
-    alice
-        .call(json!({"type": "create_room", "room": "lobby"}))
-        .await;
-    bob.call(json!({"type": "join", "room": "lobby"})).await;
+    support::two_in_a_room(&mut alice, "alice", &mut bob, "bob", "lobby").await;
     let r = bob
         .call(json!({"type": "subscribe", "rooms": [{"room": "lobby", "last_seq": 0}]}))
         .await;

@@ -253,6 +253,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
+/// Signs up `owner` and `member` as `owner_name` and `member_name`; the
+/// owner creates the public room `room` and the member joins it.
+pub async fn two_in_a_room<S: AsyncRead + AsyncWrite + Unpin>(
+    owner: &mut Client<S>,
+    owner_name: &str,
+    member: &mut Client<S>,
+    member_name: &str,
+    room: &str,
+) {
+    owner.signup(owner_name).await;
+    member.signup(member_name).await;
+    let r = owner
+        .call(json!({"type": "create_room", "room": room, "kind": "public"}))
+        .await;
+    assert!(matches!(r, ServerFrame::Room { .. }), "{r:?}");
+    let r = member.call(json!({"type": "join", "room": room})).await;
+    assert!(matches!(r, ServerFrame::Room { .. }), "{r:?}");
+}
+
 pub fn frame_id(f: &ServerFrame) -> Option<u64> {
     f.reply_id()
 }
