@@ -41,7 +41,7 @@ pub struct Connection {
     session: Arc<dyn Session>,
     user: Option<Arc<str>>,
     token_hash: Option<String>,
-    subs: HashSet<String>,
+    subs: RoomSet,
     last_typing: Option<tokio::time::Instant>,
     /// REST calls: not a live session, so no presence.
     detached: bool,
@@ -49,6 +49,34 @@ pub struct Connection {
     uploads: HashMap<u64, PendingUpload>,
     next_upload: u64,
     _permit: AdmissionPermit,
+}
+
+/// The rooms a connection is subscribed to: a sorted list, one small
+/// allocation for the usual handful (a hash set's table is several times
+/// that, kept by every idle connection); at most
+/// [`Limits::max_subscriptions`](crate::Limits::max_subscriptions) long.
+#[derive(Debug, Default)]
+struct RoomSet(Vec<Box<str>>);
+
+impl RoomSet {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&mut self, room: &str) {
+        if let Err(at) = self.0.binary_search_by(|r| (**r).cmp(room)) {
+            self.0.insert(at, room.into());
+        }
+    }
+
+    fn remove(&mut self, room: &str) {
+        if let Ok(at) = self.0.binary_search_by(|r| (**r).cmp(room)) {
+            self.0.remove(at);
+            if self.0.is_empty() {
+                self.0 = Vec::new();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -73,7 +101,7 @@ impl Connection {
             session,
             user: None,
             token_hash: None,
-            subs: HashSet::new(),
+            subs: RoomSet::default(),
             last_typing: None,
             detached,
             uploads: HashMap::new(),
@@ -198,7 +226,7 @@ impl Connection {
 
     /// Logs out locally: ends subscriptions and presence.
     fn end_login(&mut self) {
-        for room in self.subs.drain() {
+        for room in std::mem::take(&mut self.subs).0 {
             self.engine
                 .inner
                 .fanout
@@ -896,7 +924,7 @@ impl Connection {
             .fanout
             .subscribe(room, self.session.clone(), Some(user.clone()))
             .await?;
-        self.subs.insert(room.to_owned());
+        self.subs.insert(room);
         let mut replayed = match cursor.last_seq {
             Some(s) => s,
             // Live only: start after whatever is stored now.
@@ -965,5 +993,27 @@ impl Drop for Connection {
         if !self.detached {
             self.engine.forget_session(self.session.id());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RoomSet;
+
+    #[test]
+    fn room_set_keeps_each_room_once_in_order_and_frees_when_empty() {
+        let mut set = RoomSet::default();
+        for room in ["lobby", "dev", "lobby", "ops", "dev"] {
+            set.insert(room);
+        }
+        let rooms: Vec<&str> = set.0.iter().map(|r| &**r).collect();
+        assert_eq!(rooms, ["dev", "lobby", "ops"]);
+        set.remove("lobby");
+        set.remove("nowhere");
+        assert_eq!(set.len(), 2);
+        set.remove("dev");
+        set.remove("ops");
+        assert_eq!(set.len(), 0);
+        assert_eq!(set.0.capacity(), 0);
     }
 }

@@ -41,10 +41,18 @@ struct Sub {
     user: Option<Arc<str>>,
     /// Newest `seq` delivered to this subscriber.
     last_seq: u64,
-    /// `Some` while the subscriber is catching up.
-    buffer: Option<Vec<RoomEvent>>,
-    /// The catch-up buffer overflowed and was dropped; the subscriber
-    /// replays on from the store instead.
+    /// `Some` while the subscriber is catching up. Boxed: every subscriber
+    /// of every room has an entry, and few of them are catching up.
+    catch_up: Option<Box<CatchUp>>,
+}
+
+/// A subscriber's state while it catches up.
+#[derive(Default)]
+struct CatchUp {
+    /// Live events held until the replay is done.
+    buffer: Vec<RoomEvent>,
+    /// The buffer overflowed and was dropped; the subscriber replays on
+    /// from the store instead.
     overflowed: bool,
 }
 
@@ -148,8 +156,7 @@ impl Fanout {
                     session,
                     user,
                     last_seq: 0,
-                    buffer: Some(Vec::new()),
-                    overflowed: false,
+                    catch_up: Some(Box::default()),
                 },
             )
             .is_none()
@@ -186,8 +193,7 @@ impl Fanout {
                     session,
                     user: None,
                     last_seq: 0,
-                    buffer: None,
-                    overflowed: false,
+                    catch_up: None,
                 },
             )
             .is_none()
@@ -211,12 +217,12 @@ impl Fanout {
             return Activation::Gone;
         };
         sub.last_seq = sub.last_seq.max(replayed);
-        if sub.overflowed {
-            sub.overflowed = false;
-            sub.buffer = Some(Vec::new());
+        let mut catch_up = sub.catch_up.take().unwrap_or_default();
+        if catch_up.overflowed {
+            sub.catch_up = Some(Box::default());
             return Activation::Replay;
         }
-        let mut buf = sub.buffer.take().unwrap_or_default();
+        let buf = &mut catch_up.buffer;
         let mut done = 0;
         while done < buf.len() {
             let ev = &buf[done];
@@ -237,7 +243,7 @@ impl Fanout {
                 }
                 Err(_) => {
                     buf.drain(..done);
-                    sub.buffer = Some(buf);
+                    sub.catch_up = Some(catch_up);
                     return Activation::Pending;
                 }
             }
@@ -289,17 +295,17 @@ impl Fanout {
         let mut lagged = Vec::new();
         let mut delivered = 0u64;
         for (id, sub) in subs.subs.iter_mut() {
-            if let Some(buf) = sub.buffer.as_mut() {
-                if sub.overflowed {
+            if let Some(c) = sub.catch_up.as_mut() {
+                if c.overflowed {
                     continue;
                 }
-                if buf.len() < self.settings.catch_up_buffer {
-                    buf.push(ev.clone());
+                if c.buffer.len() < self.settings.catch_up_buffer {
+                    c.buffer.push(ev.clone());
                 } else {
                     // Bounded: drop the buffer; the stored messages in it
                     // are read again from the store before going live.
-                    buf.clear();
-                    sub.overflowed = true;
+                    c.buffer = Vec::new();
+                    c.overflowed = true;
                 }
                 continue;
             }
