@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `chat_http_connections` | gauge | HTTP connections open now (WebSockets included) |
 //! | `chat_ws_connections` | gauge | WebSocket connections open now |
+//! | `chat_ws_sessions_asleep` | gauge | WebSocket sessions idle without a task now |
 //! | `chat_http_requests_total` | counter | HTTP requests served |
 //! | `chat_ws_upgrades_total` | counter | WebSocket upgrades accepted |
 //! | `chat_tls_handshake_failures_total` | counter | failed or timed-out TLS handshakes |
@@ -38,6 +39,7 @@ use chat_core::Metrics;
 pub(crate) struct TransportStats {
     pub(crate) http_connections: Gauge,
     pub(crate) ws_connections: Gauge,
+    pub(crate) ws_asleep: Gauge,
     pub(crate) http_requests: Counter,
     pub(crate) ws_upgrades: Counter,
     pub(crate) tls_failures: Counter,
@@ -74,11 +76,16 @@ impl TransportStats {
         GaugeGuard(&self.http_connections)
     }
 
-    /// Counts an open WebSocket while the guard lives.
-    pub(crate) fn ws_connection(&self) -> GaugeGuard<'_> {
+    /// Counts an open WebSocket, to be taken down by
+    /// [`TransportStats::ws_closed`] (a session outlives any one task).
+    pub(crate) fn ws_opened(&self) {
         self.ws_connections.inc();
         self.ws_upgrades.inc();
-        GaugeGuard(&self.ws_connections)
+    }
+
+    /// Takes down a count made by [`TransportStats::ws_opened`].
+    pub(crate) fn ws_closed(&self) {
+        self.ws_connections.dec();
     }
 }
 
@@ -97,6 +104,12 @@ pub(crate) fn render(engine: &Metrics, transport: &TransportStats) -> String {
         "chat_ws_connections",
         "WebSocket connections open now.",
         &t.ws_connections,
+    );
+    gauge(
+        &mut out,
+        "chat_ws_sessions_asleep",
+        "WebSocket sessions idle without a task now.",
+        &t.ws_asleep,
     );
     counter(
         &mut out,
@@ -270,7 +283,7 @@ mod tests {
         m.store_append
             .observe(std::time::Duration::from_micros(700));
         let t = TransportStats::default();
-        let _open = t.ws_connection();
+        t.ws_opened();
         let text = render(&m, &t);
         assert!(text.contains("# TYPE chat_messages_in_total counter\nchat_messages_in_total 3\n"));
         assert!(text.contains("chat_ws_connections 1\n"));

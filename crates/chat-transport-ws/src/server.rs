@@ -7,19 +7,22 @@
 //! large as its future's largest state for the whole of its life: run in
 //! the HTTP task, an idle WebSocket would keep hyper's connection state's
 //! room (about 9 KiB) for hours. The HTTP task returns the upgraded
-//! connection to the accept loop, which spawns the session.
+//! connection to the accept loop, which spawns the session. A session is
+//! not in the accept loop's task set: an idle one sleeps without a task
+//! (see [`crate::ws`]) and is woken into a new one, so `serve` counts live
+//! sessions ([`Sessions`]) and waits for that count when it stops.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_core::Engine;
-use futures_util::FutureExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -40,7 +43,53 @@ pub(crate) struct Shared {
     pub(crate) uploads: Semaphore,
     /// The WebSocket sessions' shared ping clock.
     pub(crate) ping: Arc<PingClock>,
+    /// The WebSocket sessions alive, running or asleep.
+    pub(crate) sessions: Sessions,
+    /// The runtime `serve` runs on, where a sleeping session wakes up.
+    pub(crate) runtime: tokio::runtime::Handle,
     tls: Option<TlsAcceptor>,
+}
+
+/// A count of the WebSocket sessions alive, which `serve` waits for when
+/// it stops (a sleeping session is no task to join).
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    live: AtomicUsize,
+    ended: Notify,
+}
+
+impl Sessions {
+    /// Counts one more session.
+    pub(crate) fn opened(&self) {
+        self.live.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts one session less.
+    pub(crate) fn closed(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.ended.notify_waiters();
+        }
+    }
+
+    /// How many are alive.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Waits until none is alive.
+    async fn all_ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the count is read: a last session ending
+            // in between is not missed.
+            ended.as_mut().enable();
+            if self.live() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 /// Serves the engine over HTTP/1.1 and WebSocket on `listener` until
@@ -85,6 +134,8 @@ where
         stats: TransportStats::default(),
         shutdown: stop_rx,
         ping: Arc::new(PingClock::default()),
+        sessions: Sessions::default(),
+        runtime: tokio::runtime::Handle::current(),
     });
     // Ended with the server (below), whichever way it stops.
     let ping_clock = tokio::spawn(
@@ -113,7 +164,7 @@ where
             biased;
             () = &mut stop => break Ok(()),
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                start_session(&mut tasks, done);
+                start_session(done);
             }
             p = limit.clone().acquire_owned(), if slot.is_none() => match p {
                 Ok(p) => slot = Some(p),
@@ -150,15 +201,20 @@ where
         // An upgrade that lands now still gets its session, which closes
         // it properly (1001, going away).
         while let Some(done) = tasks.join_next().await {
-            start_session(&mut tasks, done);
+            start_session(done);
         }
+        // Every session was told (the engine closed it, which wakes a
+        // sleeping one): each says goodbye within `close_timeout`.
+        shared.sessions.all_ended().await;
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            left = tasks.len(),
+            connections = tasks.len(),
+            sessions = shared.sessions.live(),
             "connections still open after close_timeout; dropping them"
         );
+        // Sessions end on their own bounds (`close_timeout`, `write_timeout`).
         tasks.shutdown().await;
     }
     ping_clock.abort();
@@ -167,51 +223,50 @@ where
     engine_result.map_err(Error::Shutdown)
 }
 
-/// A WebSocket upgrade handed back by an HTTP connection's task, with the
-/// connection's slot under `max_connections`. It keeps the connection in
-/// the `chat_http_connections` gauge until the session ends (dropped).
+/// A WebSocket upgrade handed back by an HTTP connection's task.
 struct Upgraded {
-    /// Taken by the session task.
-    pending: Option<PendingWs>,
-    /// Held until the session ends.
-    _permit: OwnedSemaphorePermit,
-    shared: Arc<Shared>,
+    pending: PendingWs,
+    place: Place,
 }
 
-impl Upgraded {
-    fn new(pending: PendingWs, permit: OwnedSemaphorePermit, shared: Arc<Shared>) -> Self {
+/// An upgraded connection's place: its slot under `max_connections` and
+/// its count in the `chat_http_connections` gauge, both held until the
+/// session ends (dropped). Derefs to the server's shared state.
+pub(crate) struct Place {
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Place {
+    fn new(shared: Arc<Shared>, slot: OwnedSemaphorePermit) -> Self {
         shared.stats.connection_opened();
-        Upgraded {
-            pending: Some(pending),
-            _permit: permit,
+        Place {
             shared,
+            _slot: slot,
         }
     }
 }
 
-impl Drop for Upgraded {
+impl std::ops::Deref for Place {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
         self.shared.stats.connection_closed();
     }
 }
 
 /// Spawns the WebSocket session of a finished HTTP task that upgraded.
-fn start_session(
-    tasks: &mut JoinSet<Option<Upgraded>>,
-    done: Result<Option<Upgraded>, tokio::task::JoinError>,
-) {
-    if let Ok(Some(mut up)) = done {
-        let peer = up.pending.as_ref().map(PendingWs::peer);
-        let span = tracing::debug_span!("ws", ?peer);
-        let Some(pending) = up.pending.take() else {
-            return;
-        };
-        let shared = up.shared.clone();
-        // `up` (the connection's slot and gauge) is held by the session.
-        let fut = crate::ws::run(shared, pending, up)
-            .map(|()| None)
-            .instrument(span);
-        tasks.spawn(fut);
+fn start_session(done: Result<Option<Upgraded>, tokio::task::JoinError>) {
+    if let Ok(Some(up)) = done {
+        // Not in `tasks`: the session may sleep without a task and wake in
+        // another; `Sessions` counts it instead. It holds the place.
+        tokio::spawn(crate::ws::run(up.pending, up.place));
     }
 }
 
@@ -270,7 +325,10 @@ async fn connection(
         }
     };
     // Counted by the hand-over before this task's own count goes.
-    let upgraded = pending.map(|pending| Upgraded::new(pending, permit, shared.clone()));
+    let upgraded = pending.map(|pending| Upgraded {
+        pending,
+        place: Place::new(shared.clone(), permit),
+    });
     drop(open);
     upgraded
 }

@@ -18,8 +18,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +29,7 @@ use chat_core::{
     ServerFrame, Session,
 };
 use futures_util::future::Either;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
@@ -37,11 +39,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, Inbound};
 use crate::http::{self, Body};
-use crate::server::Shared;
+use crate::server::{Place, Shared};
 
 /// An accepted upgrade waiting for hyper to hand the socket over.
 pub(crate) struct PendingWs {
@@ -175,13 +177,6 @@ fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-impl PendingWs {
-    /// The client's address.
-    pub(crate) fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-}
-
 /// How a session ended.
 #[derive(Debug)]
 enum End {
@@ -284,7 +279,7 @@ async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Runs one WebSocket session to its end, holding `guard` until then.
+/// Runs one WebSocket session to its end, holding `place` until then.
 ///
 /// Plain functions returning `async move` blocks, values passed straight
 /// into the futures that use them: an `async fn` keeps its arguments
@@ -292,21 +287,10 @@ async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
 /// even once moved, which for a session held by a million idle
 /// connections is memory that counts.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub(crate) fn run<G: Send + 'static>(
-    shared: Arc<Shared>,
-    mut pending: PendingWs,
-    guard: G,
-) -> impl Future<Output = ()> + Send {
+pub(crate) fn run(mut pending: PendingWs, place: Place) -> impl Future<Output = ()> + Send {
     async move {
-        let peer = pending.peer;
-        start(
-            shared,
-            (&mut pending.on_upgrade).await,
-            pending.permit,
-            peer,
-        )
-        .await;
-        drop(guard);
+        let upgraded = (&mut pending.on_upgrade).await;
+        start(place, upgraded, pending.permit, pending.peer).await;
     }
 }
 
@@ -315,7 +299,7 @@ pub(crate) fn run<G: Send + 'static>(
 /// goes through the wrapper, its session boxed so that plain sessions'
 /// tasks are not sized for both.
 fn start(
-    shared: Arc<Shared>,
+    place: Place,
     upgraded: hyper::Result<hyper::upgrade::Upgraded>,
     permit: AdmissionPermit,
     peer: SocketAddr,
@@ -327,34 +311,50 @@ fn start(
             return Either::Right(Box::pin(std::future::ready(())));
         }
     };
+    let open = Open::new(place);
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => Either::Left(session(
-            shared.clone(),
-            Live::new(shared, parts.io.into_inner(), parts.read_buf, permit),
-            peer,
+            Box::new(Live::new(
+                open,
+                parts.io.into_inner(),
+                parts.read_buf,
+                permit,
+                peer,
+            )),
+            Arc::new(Wakeup::default()),
         )),
         Err(upgraded) => Either::Right(Box::pin(session(
-            shared.clone(),
-            Live::new(shared, TokioIo::new(upgraded), Bytes::new(), permit),
-            peer,
+            Box::new(Live::new(
+                open,
+                TokioIo::new(upgraded),
+                Bytes::new(),
+                permit,
+                peer,
+            )),
+            Arc::new(Wakeup::default()),
         ))),
     }
 }
 
-/// Runs `live` to its end, then the closing handshake. (A plain function
-/// returning an `async move` block: an `async fn` would keep its
-/// arguments twice, the session included.)
+/// Runs `live` until it ends, then the closing handshake; or until it
+/// falls asleep, and then whatever wakes it runs this again in a new task.
+/// (A plain function returning an `async move` block: an `async fn` would
+/// keep its arguments twice.)
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn session<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    shared: Arc<Shared>,
-    mut live: Live<Io>,
-    peer: SocketAddr,
+    live: Box<Live<Io>>,
+    wakeup: Arc<Wakeup<Io>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let _open = shared.stats.ws_connection();
-        let session = live.rx.id();
-        tracing::debug!(%peer, session, "WebSocket session open");
-        let end = (&mut live).await;
+        let Some((mut live, end)) = (Awake {
+            waker: Waker::from(wakeup.clone()),
+            live: Some(live),
+            wakeup,
+        })
+        .await
+        else {
+            return;
+        };
         // A request still being handled is dropped with the session.
         live.handling = None;
         if matches!(end, End::ClientClosed(_)) {
@@ -363,19 +363,175 @@ fn session<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 encode_text(&mut live.sock.out, &frame);
             }
         }
+        let session = live.rx.id();
+        let live = &mut *live;
         // Boxed: the closing handshake's state is needed once, at the end.
         Box::pin(finish(
-            &shared,
+            &live.shared,
             &mut live.sock,
             &mut live.dec,
             &mut live.rx,
             end,
-            peer,
             session,
         ))
         .await;
-        drop(live);
     }
+}
+
+/// What a session holds for its whole life, running or asleep: its place
+/// (connection slot and HTTP gauge), its count in the WebSocket gauge and
+/// in the server's live sessions. Derefs to the server's shared state.
+struct Open(Place);
+
+impl Open {
+    fn new(place: Place) -> Self {
+        place.sessions.opened();
+        place.stats.ws_opened();
+        Open(place)
+    }
+}
+
+impl std::ops::Deref for Open {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.stats.ws_closed();
+        self.0.sessions.closed();
+    }
+}
+
+/// The task's state for [`Wakeup::state`].
+const RUNNING: u8 = 0;
+/// Woken while its task runs: the task polls it again before it sleeps.
+const NOTIFIED: u8 = 1;
+/// No task: the session is in [`Wakeup::asleep`].
+const ASLEEP: u8 = 2;
+
+/// A session's one waker, for its whole life: everything the session
+/// waits on (its socket, its outbox, the ping clock, timers, the request
+/// being handled) is polled with it. While a task runs the session, a
+/// wake-up is passed on to that task; while the session sleeps (no task,
+/// see [`Live::sleep`]) the first wake-up spawns a task for it again.
+/// Nothing needs registering anew to fall asleep or wake.
+struct Wakeup<Io> {
+    state: AtomicU8,
+    task: AtomicWaker,
+    asleep: Mutex<Option<Box<Live<Io>>>>,
+}
+
+impl<Io> Default for Wakeup<Io> {
+    fn default() -> Self {
+        Wakeup {
+            state: AtomicU8::new(RUNNING),
+            task: AtomicWaker::new(),
+            asleep: Mutex::new(None),
+        }
+    }
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> std::task::Wake for Wakeup<Io> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = if state == ASLEEP { RUNNING } else { NOTIFIED };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => state = now,
+            }
+        }
+        if state != ASLEEP {
+            self.task.wake();
+            return;
+        }
+        let Some(live) = self.asleep.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        live.shared.stats.ws_asleep.dec();
+        let runtime = live.shared.runtime.clone();
+        runtime.spawn(session(live, self.clone()));
+    }
+}
+
+/// A session's run in one task, until it ends (with how it ended) or falls
+/// asleep (`None`: the task is done, the session is its [`Wakeup`]'s).
+struct Awake<Io> {
+    live: Option<Box<Live<Io>>>,
+    wakeup: Arc<Wakeup<Io>>,
+    /// `wakeup` as a waker, made once.
+    waker: Waker,
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
+    type Output = Option<(Box<Live<Io>>, End)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let wakeup = &*this.wakeup;
+        wakeup.task.register(cx.waker());
+        let mut inner = Context::from_waker(&this.waker);
+        // A wake-up from here on finds the state RUNNING, marks it
+        // NOTIFIED and wakes this task.
+        wakeup.state.store(RUNNING, Ordering::Release);
+        loop {
+            let Some(live) = this.live.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match live.step(&mut inner) {
+                Step::End(end) => return Poll::Ready(this.live.take().map(|live| (live, end))),
+                Step::Yield => return Poll::Pending,
+                Step::Quiet if !live.sleepy() => return Poll::Pending,
+                Step::Quiet => {}
+            }
+            // Quiet, waiting only on what its waker is registered with:
+            // hand the session to the waker and end the task, unless a
+            // wake-up came in meanwhile.
+            let Some(live) = this.live.take() else {
+                return Poll::Ready(None);
+            };
+            live.shared.stats.ws_asleep.inc();
+            *wakeup.asleep.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+            if wakeup
+                .state
+                .compare_exchange(RUNNING, ASLEEP, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Poll::Ready(None);
+            }
+            // NOTIFIED: only this task moves the state on from there.
+            this.live = wakeup
+                .asleep
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(live) = &this.live {
+                live.shared.stats.ws_asleep.dec();
+            }
+            wakeup.state.store(RUNNING, Ordering::Release);
+        }
+    }
+}
+
+/// How a round of [`Live::step`] left the session.
+enum Step {
+    /// It ended.
+    End(End),
+    /// Nothing to do: what it waits on has its waker.
+    Quiet,
+    /// It used its rounds and asked to be polled again.
+    Yield,
 }
 
 /// Rounds of work one poll of a session does before it yields, so a
@@ -408,36 +564,49 @@ struct Live<Io> {
     epoch: u64,
     waiting: bool,
     /// Armed while a write waits for the client: its `write_timeout`.
-    write_timer: Option<Pin<Box<Sleep>>>,
+    write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
-    gather_timer: Option<Pin<Box<Sleep>>>,
-    shared: Arc<Shared>,
+    gather_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    shared: Open,
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Future for Live<Io> {
-    type Output = End;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
-        let this = &mut *self;
+impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
+    /// Does rounds of work until one makes no progress (`Quiet`), the
+    /// session ends, or `ROUNDS` are done (`Yield`, the task woken to come
+    /// back).
+    fn step(&mut self, cx: &mut Context<'_>) -> Step {
         for _ in 0..ROUNDS {
             let mut busy = false;
             // Each step leaves a waker registered when it makes no
             // progress; a round without progress ends the poll.
-            if let Some(end) = this.read_side(cx, &mut busy) {
-                return Poll::Ready(end);
+            if let Some(end) = self.read_side(cx, &mut busy) {
+                return Step::End(end);
             }
-            if let Some(end) = this.write_side(cx, &mut busy) {
-                return Poll::Ready(end);
+            if let Some(end) = self.write_side(cx, &mut busy) {
+                return Step::End(end);
             }
-            if let Some(end) = this.check_tick(cx, &mut busy) {
-                return Poll::Ready(end);
+            if let Some(end) = self.check_tick(cx, &mut busy) {
+                return Step::End(end);
             }
             if !busy {
-                return Poll::Pending;
+                return Step::Quiet;
             }
         }
         cx.waker().wake_by_ref();
-        Poll::Pending
+        Step::Yield
+    }
+
+    /// Whether the session may sleep (after a quiet `step`): it waits
+    /// only on its client, its outbox and the ping clock, whose wakers
+    /// outlive a task. An idle connection then costs no task (its
+    /// allocation was over a third of an idle connection's memory).
+    fn sleepy(&self) -> bool {
+        self.handling.is_none()
+            && self.conn.is_some()
+            && !self.sock.has_output()
+            && self.batch.is_empty()
+            && self.gather_timer.is_none()
+            && self.write_timer.is_none()
     }
 }
 
@@ -446,7 +615,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
     /// the client sent right after the handshake, read before the upgrade
     /// (a slice of hyper's read buffer: copied, and released at once, or
     /// the session would keep that whole buffer).
-    fn new(shared: Arc<Shared>, io: Io, early: Bytes, permit: AdmissionPermit) -> Self {
+    fn new(shared: Open, io: Io, early: Bytes, permit: AdmissionPermit, peer: SocketAddr) -> Self {
         let engine = &shared.engine;
         let limits = engine.limits();
         let (outbox, rx) = Outbox::new(OutboxLimits {
@@ -454,6 +623,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             max_bytes: limits.max_queue_bytes,
         });
         let conn = engine.connect(outbox.session(), permit);
+        tracing::debug!(%peer, session = rx.id(), "WebSocket session open");
         let mut dec = Decoder::new(shared.settings.max_message_bytes);
         dec.push(&early);
         Live {
@@ -659,17 +829,16 @@ async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
     dec: &mut Decoder,
     rx: &mut OutboxReceiver,
     end: End,
-    peer: SocketAddr,
     session: u64,
 ) {
     let s = &shared.settings;
     let reason = match end {
         End::Gone(why) => {
-            tracing::debug!(%peer, session, why = %why, "WebSocket gone");
+            tracing::debug!(session, why = %why, "WebSocket gone");
             return;
         }
         End::ClientClosed(code) => {
-            tracing::debug!(%peer, session, ?code, "WebSocket closed by the client");
+            tracing::debug!(session, ?code, "WebSocket closed by the client");
             // Replies to what the client sent before its Close still go
             // out; then its status is echoed (RFC 6455, 5.5.1) and the
             // server hangs up.
@@ -683,12 +852,12 @@ async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
         End::Frame(FrameError::TooLarge { size, max }) => {
-            tracing::info!(%peer, session, size, max, "WebSocket message too large");
+            tracing::info!(session, size, max, "WebSocket message too large");
             Some(ErrorCode::FrameTooLarge)
         }
         End::Frame(FrameError::BadUtf8) => Some(ErrorCode::BadFrame),
         End::Frame(FrameError::Protocol(why)) => {
-            tracing::info!(%peer, session, why, "WebSocket protocol violation");
+            tracing::info!(session, why, "WebSocket protocol violation");
             None
         }
         End::Server(reason) => Some(reason),
@@ -698,7 +867,7 @@ async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
     let readable = matches!(end, End::Server(_));
     match reason {
         Some(reason) => {
-            tracing::info!(%peer, session, reason = %reason, "closing WebSocket");
+            tracing::info!(session, reason = %reason, "closing WebSocket");
             let closing = ServerFrame::Closing {
                 reason,
                 message: explain(reason).to_owned(),

@@ -448,6 +448,91 @@ async fn silent_clients_are_pinged_then_closed_as_idle() {
     server.stop().await.unwrap();
 }
 
+/// Reads `/metrics` until `line` is in it (bounded).
+async fn until_metric(addr: std::net::SocketAddr, line: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = support::http(addr, "GET", "/metrics", None, None)
+            .await
+            .text();
+        if text.contains(line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {line:?} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An idle session holds no task: it sleeps on its socket, its outbox and
+/// the ping clock, and whichever stirs first runs it again: the client's
+/// next frame, a message fanned out to it, a ping due, the shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
+    let mut server = TestServer::start(
+        support::settings()
+            .ping_interval(Duration::from_secs(1))
+            .close_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    let mut alice = ws_connect(server.addr).await;
+    let mut bob = ws_connect(server.addr).await;
+    support::two_in_a_room(&mut alice, "alice", &mut bob, "bob", "lobby").await;
+    let r = bob
+        .call(json!({"type": "subscribe", "rooms": [{"room": "lobby"}]}))
+        .await;
+    assert!(matches!(r, ServerFrame::Subscribed { .. }), "{r:?}");
+    // Forty more that never send a frame.
+    let mut quiet = Vec::new();
+    for _ in 0..40 {
+        quiet.push(ws_connect(server.addr).await);
+    }
+    until_metric(server.addr, "chat_ws_sessions_asleep 42\n").await;
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    assert!(tasks < 42, "{tasks} tasks for 42 idle sessions");
+
+    // Alice's frame wakes her session; the fan-out wakes Bob's.
+    for i in 0..3 {
+        let ack = alice
+            .call(json!({"type": "send", "room": "lobby", "body": format!("m{i}")}))
+            .await;
+        assert!(matches!(ack, ServerFrame::Ack { .. }), "{ack:?}");
+        let got = bob
+            .next_matching(|f| matches!(f, ServerFrame::Message { .. }))
+            .await;
+        assert!(
+            matches!(&got, ServerFrame::Message { message, .. } if message.body == format!("m{i}")),
+            "{got:?}"
+        );
+        until_metric(server.addr, "chat_ws_sessions_asleep 42\n").await;
+    }
+
+    // The ping clock wakes a sleeper whose client went quiet: pinged.
+    let pinged = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match futures_util::StreamExt::next(&mut quiet[0].ws).await {
+                Some(Ok(m)) if m.is_ping() => return,
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(pinged.is_ok(), "a sleeping session was never pinged");
+
+    // The shutdown wakes every sleeper to say goodbye.
+    server.shutdown();
+    for c in quiet.iter_mut().chain([&mut alice, &mut bob]) {
+        let (_, code) = c.until_close().await;
+        assert_eq!(code, Some(1001));
+    }
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_says_going_away_and_serve_returns() {
     let mut server =
