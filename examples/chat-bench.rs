@@ -186,7 +186,7 @@ async fn run(o: Opts) -> Result<String, String> {
     let rss_before = pid.as_deref().and_then(procinfo::rss_kib);
     let result = match o.scenario {
         Scenario::Fanout => fanout::run(&o, &world).await,
-        Scenario::Idle => idle::run(&o, &world, pid.as_deref()).await,
+        Scenario::Idle => idle::run(&o, &world, pid.as_deref(), http.as_deref()).await,
         Scenario::Send => send::run(&o, &world).await,
         Scenario::Churn => churn::run(&o, &world).await,
         Scenario::Cluster => Err("cluster runs on its own nodes".to_owned()),

@@ -80,7 +80,7 @@ pub async fn run(o: &Opts) -> Result<String, String> {
 }
 
 /// `GET path` over plain HTTP/1.1; the whole response.
-async fn http_get(addr: &str, path: &str) -> Result<String, String> {
+pub(crate) async fn http_get(addr: &str, path: &str) -> Result<String, String> {
     let go = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -97,7 +97,7 @@ async fn http_get(addr: &str, path: &str) -> Result<String, String> {
 }
 
 /// The value of an unlabelled Prometheus sample `name`.
-fn gauge(text: &str, name: &str) -> Option<u64> {
+pub(crate) fn gauge(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut w = l.split_whitespace();
         (w.next() == Some(name))

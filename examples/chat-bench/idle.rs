@@ -1,7 +1,10 @@
 //! `idle`: N connections, all logged in and subscribed, held open at once
 //! (every one must succeed); the server's RSS before and after gives its
-//! memory per idle connection. Then one message proves every connection
-//! is live, and closing them all shows what the server gives back.
+//! memory per idle connection, measured after `--hold` (a WebSocket
+//! session sleeps without a task once idle for half to one ping interval:
+//! the result says how many were asleep, from `/metrics`). Then one
+//! message proves every connection is live, and closing them all shows
+//! what the server gives back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,7 +77,12 @@ fn kib(v: Option<u64>) -> String {
 }
 
 /// Runs the scenario (see the module docs).
-pub async fn run(o: &Opts, world: &World, server_pid: Option<&str>) -> Result<String, String> {
+pub async fn run(
+    o: &Opts,
+    world: &World,
+    server_pid: Option<&str>,
+    http: Option<&str>,
+) -> Result<String, String> {
     let rss = |f: &str| server_pid.and_then(|p| procinfo::status_kib(p, f));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (before, anon_before) = (rss("VmRSS"), rss("RssAnon"));
@@ -132,6 +140,15 @@ pub async fn run(o: &Opts, world: &World, server_pid: Option<&str>) -> Result<St
     tokio::time::sleep(o.hold).await;
     let (after, anon_after) = (rss("VmRSS"), rss("RssAnon"));
     let client_after = procinfo::rss_kib("self");
+    let asleep = match http {
+        Some(addr) if o.transport == crate::args::TransportKind::Ws => {
+            crate::cluster::http_get(addr, "/metrics")
+                .await
+                .ok()
+                .and_then(|m| crate::cluster::gauge(&m, "chat_ws_sessions_asleep"))
+        }
+        _ => None,
+    };
 
     // Liveness: one message per room must reach every connection.
     let mut c = Conn::connect(&world.target).await?;
@@ -176,7 +193,7 @@ pub async fn run(o: &Opts, world: &World, server_pid: Option<&str>) -> Result<St
     Ok(format!(
         "{} ok={ok} failed={} setup={setup_secs:.1}s conn/s={:.0} setup_latency[{}] \
          server_rss_kib before={} after={} closed={} kib/conn={} anon_kib/conn={} \
-         client_kib/conn={client_per} live={live}/{ok} in {probe_secs:.2}s verdict={verdict} failures=[{}]",
+         client_kib/conn={client_per} asleep={} live={live}/{ok} in {probe_secs:.2}s verdict={verdict} failures=[{}]",
         o.params(),
         n as u64 - ok,
         ok as f64 / setup_secs,
@@ -186,6 +203,7 @@ pub async fn run(o: &Opts, world: &World, server_pid: Option<&str>) -> Result<St
         kib(closed_rss),
         per(before, after),
         per(anon_before, anon_after),
+        asleep.map_or("-".to_owned(), |n| n.to_string()),
         world.failures.summary(),
     ))
 }

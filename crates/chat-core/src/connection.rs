@@ -40,13 +40,13 @@ pub struct Connection {
     engine: Engine,
     session: Arc<dyn Session>,
     user: Option<Arc<str>>,
-    token_hash: Option<String>,
+    token_hash: Option<TokenHash>,
     subs: RoomSet,
     last_typing: Option<tokio::time::Instant>,
     /// REST calls: not a live session, so no presence.
     detached: bool,
     /// Uploads in progress over frames, by handle.
-    uploads: HashMap<u64, PendingUpload>,
+    uploads: Uploads,
     next_upload: u64,
     _permit: AdmissionPermit,
 }
@@ -79,6 +79,84 @@ impl RoomSet {
     }
 }
 
+/// The hash of the token a connection logged in with (logout revokes
+/// it): the usual hex SHA-256 is kept as its 32 bytes, inline, since every
+/// connection holds one; anything else a store hands out, as it is.
+enum TokenHash {
+    Sha256([u8; 32]),
+    Other(Box<str>),
+}
+
+impl TokenHash {
+    fn new(hex: String) -> Self {
+        let mut raw = [0u8; 32];
+        let digits = hex.as_bytes();
+        let parsed = digits.len() == 64
+            && digits.chunks(2).zip(raw.iter_mut()).all(|(pair, byte)| {
+                match (hex_digit(pair[0]), hex_digit(pair[1])) {
+                    (Some(hi), Some(lo)) => {
+                        *byte = hi << 4 | lo;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        if parsed {
+            TokenHash::Sha256(raw)
+        } else {
+            TokenHash::Other(hex.into_boxed_str())
+        }
+    }
+
+    fn to_hex(&self) -> String {
+        match self {
+            TokenHash::Sha256(raw) => raw.iter().map(|b| format!("{b:02x}")).collect(),
+            TokenHash::Other(s) => s.to_string(),
+        }
+    }
+}
+
+/// A lowercase hex digit's value (`hash_token` writes lowercase).
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Uploads in progress over frames, by handle: a short list (at most
+/// `max_uploads_per_session` long) rather than a hash table in every
+/// connection.
+#[derive(Default)]
+struct Uploads(Vec<(u64, PendingUpload)>);
+
+impl Uploads {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&mut self, handle: u64, upload: PendingUpload) {
+        self.0.push((handle, upload));
+    }
+
+    fn get_mut(&mut self, handle: &u64) -> Option<&mut PendingUpload> {
+        self.0
+            .iter_mut()
+            .find(|(h, _)| h == handle)
+            .map(|(_, upload)| upload)
+    }
+
+    fn remove(&mut self, handle: &u64) -> Option<PendingUpload> {
+        let at = self.0.iter().position(|(h, _)| h == handle)?;
+        let (_, upload) = self.0.swap_remove(at);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(upload)
+    }
+}
+
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
@@ -104,7 +182,7 @@ impl Connection {
             subs: RoomSet::default(),
             last_typing: None,
             detached,
-            uploads: HashMap::new(),
+            uploads: Uploads::default(),
             next_upload: 1,
             _permit: permit,
         }
@@ -221,7 +299,7 @@ impl Connection {
                 .subscribe_live(&user_channel(&user), self.session.clone());
         }
         self.user = Some(Arc::from(user));
-        self.token_hash = Some(token_hash);
+        self.token_hash = Some(TokenHash::new(token_hash));
     }
 
     /// Logs out locally: ends subscriptions and presence.
@@ -416,7 +494,7 @@ impl Connection {
                 let (token, hash, expires_at) = self.mint_token(&user).await?;
                 // The session stays logged in and subscribed; logout now
                 // revokes the new token.
-                self.token_hash = Some(hash);
+                self.token_hash = Some(TokenHash::new(hash));
                 Ok(Some(ServerFrame::Authed {
                     id,
                     user: user.to_string(),
@@ -426,7 +504,7 @@ impl Connection {
             }
             ClientFrame::Logout => {
                 if let Some(hash) = &self.token_hash {
-                    inner.store.delete_token(hash).await?;
+                    inner.store.delete_token(&hash.to_hex()).await?;
                 }
                 self.end_login();
                 Ok(Some(ServerFrame::Ok { id }))
@@ -998,7 +1076,20 @@ impl Drop for Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::RoomSet;
+    use super::{RoomSet, TokenHash};
+
+    #[test]
+    fn token_hashes_keep_their_hex_form() {
+        let hex = crate::auth::hash_token("a token");
+        let h = TokenHash::new(hex.clone());
+        assert!(matches!(h, TokenHash::Sha256(_)));
+        assert_eq!(h.to_hex(), hex);
+        for odd in ["ABCDEF", "not hex at all", "", &hex.to_uppercase()] {
+            let h = TokenHash::new(odd.to_owned());
+            assert!(matches!(h, TokenHash::Other(_)), "{odd}");
+            assert_eq!(h.to_hex(), odd);
+        }
+    }
 
     #[test]
     fn room_set_keeps_each_room_once_in_order_and_frees_when_empty() {

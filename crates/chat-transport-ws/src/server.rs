@@ -22,7 +22,7 @@ use chat_core::Engine;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: Sessions,
     /// The runtime `serve` runs on, where a sleeping session wakes up.
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Slots under `max_connections`.
+    limit: Semaphore,
     tls: Option<TlsAcceptor>,
 }
 
@@ -126,6 +128,7 @@ where
         }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let max_connections = settings.max_connections;
     let shared = Arc::new(Shared {
         tls: settings.tls.clone().map(TlsAcceptor::from),
         engine: engine.clone(),
@@ -136,6 +139,7 @@ where
         ping: Arc::new(PingClock::default()),
         sessions: Sessions::default(),
         runtime: tokio::runtime::Handle::current(),
+        limit: Semaphore::new(max_connections),
     });
     // Ended with the server (below), whichever way it stops.
     let ping_clock = tokio::spawn(
@@ -144,7 +148,6 @@ where
             .clone()
             .run(ping::period(shared.settings.ping_interval)),
     );
-    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     let mut tasks: JoinSet<Option<Upgraded>> = JoinSet::new();
     let mut engine_down = engine.shutdown_signal();
     let stop = async {
@@ -158,7 +161,7 @@ where
 
     let mut backoff = Duration::from_millis(5);
     // A slot under `max_connections`, taken before accepting.
-    let mut slot: Option<OwnedSemaphorePermit> = None;
+    let mut slot: Option<SemaphorePermit<'_>> = None;
     let result = loop {
         tokio::select! {
             biased;
@@ -166,7 +169,7 @@ where
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 start_session(done);
             }
-            p = limit.clone().acquire_owned(), if slot.is_none() => match p {
+            p = shared.limit.acquire(), if slot.is_none() => match p {
                 Ok(p) => slot = Some(p),
                 Err(_) => break Ok(()),
             },
@@ -174,9 +177,9 @@ where
                 Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(5);
                     if let Some(permit) = slot.take() {
-                        let shared = shared.clone();
+                        let slot = Slot::taken(permit, shared.clone());
                         let span = tracing::debug_span!("conn", %peer);
-                        tasks.spawn(connection(shared, tcp, peer, permit).instrument(span));
+                        tasks.spawn(connection(tcp, peer, slot).instrument(span));
                     }
                 }
                 Err(e) if is_transient(&e) => {
@@ -229,21 +232,42 @@ struct Upgraded {
     place: Place,
 }
 
-/// An upgraded connection's place: its slot under `max_connections` and
-/// its count in the `chat_http_connections` gauge, both held until the
-/// session ends (dropped). Derefs to the server's shared state.
-pub(crate) struct Place {
-    shared: Arc<Shared>,
-    _slot: OwnedSemaphorePermit,
+/// A connection's slot under `max_connections`, given back when dropped
+/// (a pointer, where a semaphore permit that owns its semaphore is two:
+/// every idle WebSocket holds one). Derefs to the server's shared state.
+pub(crate) struct Slot(Arc<Shared>);
+
+impl Slot {
+    /// The slot `permit` took, kept past the permit's borrow.
+    fn taken(permit: SemaphorePermit<'_>, shared: Arc<Shared>) -> Self {
+        permit.forget();
+        Slot(shared)
+    }
 }
 
+impl std::ops::Deref for Slot {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.limit.add_permits(1);
+    }
+}
+
+/// An upgraded connection's place: its slot and its count in the
+/// `chat_http_connections` gauge, both held until the session ends
+/// (dropped). Derefs to the server's shared state.
+pub(crate) struct Place(Slot);
+
 impl Place {
-    fn new(shared: Arc<Shared>, slot: OwnedSemaphorePermit) -> Self {
-        shared.stats.connection_opened();
-        Place {
-            shared,
-            _slot: slot,
-        }
+    fn new(slot: Slot) -> Self {
+        slot.stats.connection_opened();
+        Place(slot)
     }
 }
 
@@ -251,13 +275,13 @@ impl std::ops::Deref for Place {
     type Target = Shared;
 
     fn deref(&self) -> &Shared {
-        &self.shared
+        &self.0
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.shared.stats.connection_closed();
+        self.0.stats.connection_closed();
     }
 }
 
@@ -296,13 +320,9 @@ fn is_transient(e: &std::io::Error) -> bool {
 }
 
 /// One accepted connection up to the end of its HTTP phase: the upgraded
-/// WebSocket, if a request asked for one, is returned with the permit.
-async fn connection(
-    shared: Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-) -> Option<Upgraded> {
+/// WebSocket, if a request asked for one, is returned with the slot.
+async fn connection(tcp: TcpStream, peer: SocketAddr, slot: Slot) -> Option<Upgraded> {
+    let shared = slot.0.clone();
     let open = shared.stats.http_connection();
     let _ = tcp.set_nodelay(true);
     let pending = match shared.tls.clone() {
@@ -327,7 +347,7 @@ async fn connection(
     // Counted by the hand-over before this task's own count goes.
     let upgraded = pending.map(|pending| Upgraded {
         pending,
-        place: Place::new(shared.clone(), permit),
+        place: Place::new(slot),
     });
     drop(open);
     upgraded

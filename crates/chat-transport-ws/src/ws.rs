@@ -10,8 +10,13 @@
 //! written as it was encoded once by the engine, with only a 2-10 byte
 //! header built per send) and pings a quiet client. An idle session holds
 //! no buffer: reads go through a buffer its worker thread shares, writes
-//! through one that lives until it is written; its task is the session's
-//! fields, about 750 bytes.
+//! through one that lives until it is written.
+//!
+//! A session idle for half to one ping interval *sleeps*: its task ends,
+//! and the session (its fields, boxed) is held only by its one waker
+//! ([`Wakeup`]), which its socket, its outbox and the ping clock already
+//! have. The first of them to fire spawns a task for it again. So an idle
+//! connection costs no tokio task, and a busy one never pays for a new one.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -534,6 +539,11 @@ enum Step {
     Yield,
 }
 
+/// Epochs of the ping clock (half a `ping_interval` each) a session must
+/// have been idle before it sleeps: it sleeps half to one ping interval
+/// after its last chat traffic.
+const REST_EPOCHS: u8 = 2;
+
 /// Rounds of work one poll of a session does before it yields, so a
 /// client that keeps its session busy cannot hold a worker thread.
 const ROUNDS: usize = 16;
@@ -563,6 +573,9 @@ struct Live<Io> {
     /// whether it waits for the next one.
     epoch: u64,
     waiting: bool,
+    /// Epochs begun since the session last carried chat traffic (a frame
+    /// from its client, frames from its outbox; pings do not count).
+    rested: u8,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
@@ -596,12 +609,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         Step::Yield
     }
 
-    /// Whether the session may sleep (after a quiet `step`): it waits
-    /// only on its client, its outbox and the ping clock, whose wakers
-    /// outlive a task. An idle connection then costs no task (its
-    /// allocation was over a third of an idle connection's memory).
+    /// Whether the session may sleep (after a quiet `step`): it has been
+    /// idle for `REST_EPOCHS` of the ping clock, and waits only on its
+    /// client, its outbox and the clock, whose wakers outlive a task. An
+    /// idle connection then costs no task (its allocation was over a third
+    /// of an idle connection's memory), and a busy one does not pay for a
+    /// new task at every message.
     fn sleepy(&self) -> bool {
-        self.handling.is_none()
+        self.rested >= REST_EPOCHS
+            && self.handling.is_none()
             && self.conn.is_some()
             && !self.sock.has_output()
             && self.batch.is_empty()
@@ -642,6 +658,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             heard: Instant::now(),
             epoch: shared.ping.epoch(),
             waiting: false,
+            rested: 0,
             write_timer: None,
             gather_timer: None,
             shared,
@@ -678,6 +695,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         };
         *busy = true;
         self.heard = Instant::now();
+        if matches!(msg, Inbound::Text(_) | Inbound::Binary(_)) {
+            self.rested = 0;
+        }
         match msg {
             Inbound::Text(text) => {
                 let Some(mut conn) = self.conn.take() else {
@@ -744,6 +764,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             {
                 Poll::Ready(Recv::Frames) => {
                     *busy = true;
+                    self.rested = 0;
                     let gather = !s.write_coalesce.is_zero()
                         && self.batch.len() < s.write_batch_frames
                         && !self.rx.took_reply();
@@ -808,6 +829,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         // A new epoch: look, then wait for the next one (next round).
         self.epoch = now;
         self.waiting = false;
+        self.rested = self.rested.saturating_add(1);
         *busy = true;
         let s = &self.shared.settings;
         let quiet = self.heard.elapsed();
