@@ -12,11 +12,12 @@
 //! no buffer: reads go through a buffer its worker thread shares, writes
 //! through one that lives until it is written.
 //!
-//! A session idle for half to one ping interval *sleeps*: its task ends,
-//! and the session (its fields, boxed) is held only by its one waker
-//! ([`Wakeup`]), which its socket, its outbox and the ping clock already
-//! have. The first of them to fire spawns a task for it again. So an idle
-//! connection costs no tokio task, and a busy one never pays for a new one.
+//! A quiet session *sleeps*: its task ends, and the session (its fields,
+//! boxed) is held only by its one waker ([`Wakeup`]), which its socket,
+//! its outbox and the ping clock already have. The first of them to fire
+//! spawns a task for it again. So an idle connection costs no tokio task;
+//! a session with steady traffic (`LIVELY` in one ping epoch) keeps its
+//! task rather than pay for a new one at every message.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -539,10 +540,20 @@ enum Step {
     Yield,
 }
 
-/// Epochs of the ping clock (half a `ping_interval` each) a session must
-/// have been idle before it sleeps: it sleeps half to one ping interval
-/// after its last chat traffic.
-const REST_EPOCHS: u8 = 2;
+/// Chat traffic in one epoch of the ping clock (half a `ping_interval`)
+/// that keeps a session's task until the end of the next epoch: a session
+/// with less sleeps whenever it is quiet, as a chat member reading along
+/// or a client sending keep-alives; a busier one stays a task.
+const LIVELY: u8 = 16;
+
+/// Counts a session's chat traffic towards `LIVELY` (two of its fields,
+/// borrowed apart from the rest).
+fn stir(traffic: &mut u8, lively: &mut bool) {
+    *traffic = traffic.saturating_add(1);
+    if *traffic >= LIVELY {
+        *lively = true;
+    }
+}
 
 /// Rounds of work one poll of a session does before it yields, so a
 /// client that keeps its session busy cannot hold a worker thread.
@@ -573,9 +584,11 @@ struct Live<Io> {
     /// whether it waits for the next one.
     epoch: u64,
     waiting: bool,
-    /// Epochs begun since the session last carried chat traffic (a frame
-    /// from its client, frames from its outbox; pings do not count).
-    rested: u8,
+    /// Chat traffic (a message from the client, a batch from the outbox)
+    /// in this epoch of the ping clock, counted up to `LIVELY`; and
+    /// whether this epoch or the last one reached it.
+    traffic: u8,
+    lively: bool,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
@@ -609,14 +622,14 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         Step::Yield
     }
 
-    /// Whether the session may sleep (after a quiet `step`): it has been
-    /// idle for `REST_EPOCHS` of the ping clock, and waits only on its
-    /// client, its outbox and the clock, whose wakers outlive a task. An
-    /// idle connection then costs no task (its allocation was over a third
-    /// of an idle connection's memory), and a busy one does not pay for a
-    /// new task at every message.
+    /// Whether the session may sleep (after a quiet `step`): it is not
+    /// lively, and waits only on its client, its outbox and the ping
+    /// clock, whose wakers outlive a task. An idle connection then costs
+    /// no task (its allocation was over a third of an idle connection's
+    /// memory), and a busy one does not pay for a new task at every
+    /// message.
     fn sleepy(&self) -> bool {
-        self.rested >= REST_EPOCHS
+        !self.lively
             && self.handling.is_none()
             && self.conn.is_some()
             && !self.sock.has_output()
@@ -658,7 +671,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             heard: Instant::now(),
             epoch: shared.ping.epoch(),
             waiting: false,
-            rested: 0,
+            traffic: 0,
+            lively: false,
             write_timer: None,
             gather_timer: None,
             shared,
@@ -696,7 +710,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         *busy = true;
         self.heard = Instant::now();
         if matches!(msg, Inbound::Text(_) | Inbound::Binary(_)) {
-            self.rested = 0;
+            stir(&mut self.traffic, &mut self.lively);
         }
         match msg {
             Inbound::Text(text) => {
@@ -764,7 +778,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             {
                 Poll::Ready(Recv::Frames) => {
                     *busy = true;
-                    self.rested = 0;
+                    stir(&mut self.traffic, &mut self.lively);
                     let gather = !s.write_coalesce.is_zero()
                         && self.batch.len() < s.write_batch_frames
                         && !self.rx.took_reply();
@@ -829,7 +843,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         // A new epoch: look, then wait for the next one (next round).
         self.epoch = now;
         self.waiting = false;
-        self.rested = self.rested.saturating_add(1);
+        self.lively = self.traffic >= LIVELY;
+        self.traffic = 0;
         *busy = true;
         let s = &self.shared.settings;
         let quiet = self.heard.elapsed();

@@ -468,12 +468,14 @@ async fn until_metric(addr: std::net::SocketAddr, line: &str) {
 
 /// An idle session holds no task: it sleeps on its socket, its outbox and
 /// the ping clock, and whichever stirs first runs it again: the client's
-/// next frame, a message fanned out to it, a ping due, the shutdown.
+/// next frame, a message fanned out to it, a ping due, the shutdown. A
+/// session with steady traffic keeps its task until an epoch of the ping
+/// clock goes by with little.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
     let mut server = TestServer::start(
         support::settings()
-            .ping_interval(Duration::from_secs(1))
+            .ping_interval(Duration::from_secs(2))
             .close_timeout(Duration::from_secs(2)),
     )
     .await;
@@ -511,8 +513,23 @@ async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
         until_metric(server.addr, "chat_ws_sessions_asleep 42\n").await;
     }
 
+    // Forty requests at once (at least sixteen in one epoch of a second,
+    // however the epochs fall): Alice's session stays up, then sleeps.
+    for _ in 0..40 {
+        let r = alice.call(json!({"type": "ping"})).await;
+        assert!(matches!(r, ServerFrame::Pong { .. }), "{r:?}");
+    }
+    // (Read again if a tick of the clock has the others up for a moment.)
+    let awake = tokio::time::timeout(
+        Duration::from_millis(300),
+        until_metric(server.addr, "chat_ws_sessions_asleep 41\n"),
+    )
+    .await;
+    assert!(awake.is_ok(), "a lively session fell asleep");
+    until_metric(server.addr, "chat_ws_sessions_asleep 42\n").await;
+
     // The ping clock wakes a sleeper whose client went quiet: pinged.
-    let pinged = tokio::time::timeout(Duration::from_secs(5), async {
+    let pinged = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match futures_util::StreamExt::next(&mut quiet[0].ws).await {
                 Some(Ok(m)) if m.is_ping() => return,
