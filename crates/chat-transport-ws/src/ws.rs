@@ -320,23 +320,11 @@ fn start(
     let open = Open::new(place);
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => Either::Left(session(
-            Box::new(Live::new(
-                open,
-                parts.io.into_inner(),
-                parts.read_buf,
-                permit,
-                peer,
-            )),
+            Live::new(open, parts.io.into_inner(), parts.read_buf, permit, peer),
             Arc::new(Wakeup::default()),
         )),
         Err(upgraded) => Either::Right(Box::pin(session(
-            Box::new(Live::new(
-                open,
-                TokioIo::new(upgraded),
-                Bytes::new(),
-                permit,
-                peer,
-            )),
+            Live::new(open, TokioIo::new(upgraded), Bytes::new(), permit, peer),
             Arc::new(Wakeup::default()),
         ))),
     }
@@ -348,7 +336,7 @@ fn start(
 /// keep its arguments twice.)
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn session<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    live: Box<Live<Io>>,
+    live: Live<Io>,
     wakeup: Arc<Wakeup<Io>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
@@ -370,7 +358,6 @@ fn session<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             }
         }
         let session = live.rx.id();
-        let live = &mut *live;
         // Boxed: the closing handshake's state is needed once, at the end.
         Box::pin(finish(
             &live.shared,
@@ -423,7 +410,7 @@ const ASLEEP: u8 = 2;
 /// waits on (its socket, its outbox, the ping clock, timers, the request
 /// being handled) is polled with it. While a task runs the session, a
 /// wake-up is passed on to that task; while the session sleeps (no task,
-/// see [`Live::sleep`]) the first wake-up spawns a task for it again.
+/// see [`Live::sleepy`]) the first wake-up spawns a task for it again.
 /// Nothing needs registering anew to fall asleep or wake.
 struct Wakeup<Io> {
     state: AtomicU8,
@@ -467,21 +454,23 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> std::task::Wake for Wa
         };
         live.shared.stats.ws_asleep.dec();
         let runtime = live.shared.runtime.clone();
-        runtime.spawn(session(live, self.clone()));
+        runtime.spawn(session(*live, self.clone()));
     }
 }
 
 /// A session's run in one task, until it ends (with how it ended) or falls
 /// asleep (`None`: the task is done, the session is its [`Wakeup`]'s).
 struct Awake<Io> {
-    live: Option<Box<Live<Io>>>,
+    /// Inline while the task runs (no pointer to chase at every poll);
+    /// boxed only while asleep.
+    live: Option<Live<Io>>,
     wakeup: Arc<Wakeup<Io>>,
     /// `wakeup` as a waker, made once.
     waker: Waker,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
-    type Output = Option<(Box<Live<Io>>, End)>;
+    type Output = Option<(Live<Io>, End)>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -491,7 +480,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
         // A wake-up from here on finds the state RUNNING, marks it
         // NOTIFIED and wakes this task.
         wakeup.state.store(RUNNING, Ordering::Release);
-        loop {
+        // A session woken again each time it falls asleep yields after a
+        // few rounds like any busy one.
+        for _ in 0..ROUNDS {
             let Some(live) = this.live.as_mut() else {
                 return Poll::Ready(None);
             };
@@ -508,7 +499,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
                 return Poll::Ready(None);
             };
             live.shared.stats.ws_asleep.inc();
-            *wakeup.asleep.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+            *wakeup.asleep.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(live));
             if wakeup
                 .state
                 .compare_exchange(RUNNING, ASLEEP, Ordering::AcqRel, Ordering::Acquire)
@@ -521,12 +512,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
                 .asleep
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .take();
+                .take()
+                .map(|live| *live);
             if let Some(live) = &this.live {
                 live.shared.stats.ws_asleep.dec();
             }
             wakeup.state.store(RUNNING, Ordering::Release);
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
