@@ -314,7 +314,7 @@ impl Connection {
             self.engine
                 .inner
                 .fanout
-                .unsubscribe(&user_channel(&user), self.session.id());
+                .unsubscribe_live(&user_channel(&user), self.session.id());
             if !self.detached {
                 self.engine.presence_delta(&user, false);
                 self.engine.metrics().authenticated.dec();

@@ -13,6 +13,10 @@
 //! the buffer past what the replay delivered (invariant 3). The buffer is
 //! bounded; when live events overflow it, it is dropped and the replay goes
 //! on from the store, so a slow but live reader is paced, never lagged out.
+//!
+//! Channels of ephemeral events only (a user's own channel, for mentions)
+//! have no `seq`, no catch-up and no reorder buffer: they are kept apart as
+//! plain lists of sessions, since every logged-in user has one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -57,9 +61,6 @@ struct CatchUp {
 }
 
 struct RoomSubs {
-    /// A channel of ephemeral events only (a user's own channel): it has no
-    /// store behind it, so it is never resynced.
-    ephemeral_only: bool,
     /// The `seq` the room's next stored message will carry.
     next_seq: u64,
     pending: BTreeMap<u64, RoomEvent>,
@@ -81,8 +82,13 @@ pub(crate) enum Activation {
     Gone,
 }
 
+/// A channel's sessions, by id.
+type Channel = Vec<(SessionId, Arc<dyn Session>)>;
+
 pub(crate) struct Fanout {
     rooms: RwLock<HashMap<Arc<str>, Arc<Mutex<RoomSubs>>>>,
+    /// Ephemeral-only channels.
+    channels: RwLock<HashMap<Box<str>, Channel>>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     settings: FanoutSettings,
@@ -101,6 +107,7 @@ impl Fanout {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Fanout {
             rooms: RwLock::new(HashMap::new()),
+            channels: RwLock::new(HashMap::new()),
             store,
             metrics,
             settings,
@@ -136,7 +143,6 @@ impl Fanout {
                     .entry(Arc::from(room))
                     .or_insert_with(|| {
                         Arc::new(Mutex::new(RoomSubs {
-                            ephemeral_only: false,
                             next_seq: last + 1,
                             pending: BTreeMap::new(),
                             gap_fill_scheduled: false,
@@ -166,40 +172,74 @@ impl Fanout {
         Ok(())
     }
 
-    /// Registers `session` live on a channel that carries only ephemeral
-    /// events (a user's own channel for mentions): no store, no catch-up.
-    pub(crate) fn subscribe_live(&self, room: &str, session: Arc<dyn Session>) {
-        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
-        let entry = rooms
-            .entry(Arc::from(room))
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(RoomSubs {
-                    ephemeral_only: true,
-                    next_seq: 1,
-                    pending: BTreeMap::new(),
-                    gap_fill_scheduled: false,
-                    subs: HashMap::new(),
-                }))
-            })
-            .clone();
-        drop(rooms);
-        let mut subs = lock(&entry);
+    /// Registers `session` on a channel that carries only ephemeral events
+    /// (a user's own channel for mentions): no store, no catch-up.
+    pub(crate) fn subscribe_live(&self, channel: &str, session: Arc<dyn Session>) {
         let id = session.id();
-        if subs
-            .subs
-            .insert(
-                id,
-                Sub {
-                    session,
-                    user: None,
-                    last_seq: 0,
-                    catch_up: None,
-                },
-            )
-            .is_none()
-        {
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        let subs = channels.entry(channel.into()).or_default();
+        if subs.iter().all(|(s, _)| *s != id) {
+            subs.push((id, session));
             self.metrics.subscriptions.inc();
         }
+    }
+
+    /// Removes a session from an ephemeral channel.
+    pub(crate) fn unsubscribe_live(&self, channel: &str, id: SessionId) {
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = channels.get_mut(channel) else {
+            return;
+        };
+        if let Some(at) = subs.iter().position(|(s, _)| *s == id) {
+            subs.swap_remove(at);
+            self.metrics.subscriptions.dec();
+        }
+        if subs.is_empty() {
+            channels.remove(channel);
+        }
+    }
+
+    /// Delivers an ephemeral event to a channel's sessions; `false` when
+    /// there is no such channel here. A session whose queue is full is
+    /// closed with `lagged`, as in a room.
+    fn deliver_live(&self, ev: &RoomEvent) -> bool {
+        let lagged: Vec<SessionId> = {
+            let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+            let Some(subs) = channels.get(&*ev.room) else {
+                return false;
+            };
+            let mut lagged = Vec::new();
+            for (id, session) in subs {
+                if session.deliver(ev.frame.clone()).is_err() {
+                    lagged.push(*id);
+                }
+            }
+            self.metrics
+                .deliveries
+                .add((subs.len() - lagged.len()) as u64);
+            lagged
+        };
+        for id in lagged {
+            let session = {
+                let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+                let Some(subs) = channels.get_mut(&*ev.room) else {
+                    break;
+                };
+                let Some(at) = subs.iter().position(|(s, _)| *s == id) else {
+                    continue;
+                };
+                let (_, session) = subs.swap_remove(at);
+                if subs.is_empty() {
+                    channels.remove(&*ev.room);
+                }
+                session
+            };
+            self.metrics.subscriptions.dec();
+            self.metrics.lagged.inc();
+            tracing::info!(session = id, "subscriber lagged; disconnecting it");
+            session.close(ErrorCode::Lagged);
+        }
+        true
     }
 
     /// Ends catch-up: delivers the buffered events newer than `replayed`
@@ -432,7 +472,6 @@ impl Fanout {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, v)| !lock(v).ephemeral_only)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (room, entry) in rooms {
@@ -484,6 +523,9 @@ impl EventSink for Fanout {
 
     fn deliver(&self, ev: RoomEvent) {
         let Some(entry) = self.entry(&ev.room) else {
+            if ev.seq.is_none() {
+                self.deliver_live(&ev);
+            }
             return;
         };
         let mut subs = lock(&entry);
@@ -504,5 +546,74 @@ impl EventSink for Fanout {
                 self.drain_pending(&room, &mut subs);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::session::{Outbox, OutboxLimits, OutboxReceiver};
+
+    fn fanout() -> (Arc<Fanout>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let settings = FanoutSettings {
+            catch_up_buffer: 16,
+            reorder_buffer: 16,
+            gap_timeout: Duration::from_secs(1),
+        };
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        (Fanout::new(store, metrics.clone(), settings), metrics)
+    }
+
+    fn session(max_frames: usize) -> (Outbox, OutboxReceiver) {
+        Outbox::new(OutboxLimits {
+            max_frames,
+            max_bytes: 1 << 20,
+        })
+    }
+
+    fn mention(n: u8) -> RoomEvent {
+        RoomEvent {
+            room: Arc::from("~ann"),
+            seq: None,
+            frame: bytes::Bytes::from(vec![b'm', n]),
+            revoke: None,
+        }
+    }
+
+    #[test]
+    fn a_users_channel_reaches_each_of_its_sessions_and_lags_out_a_full_one() {
+        let (fanout, metrics) = fanout();
+        let (a, mut a_rx) = session(8);
+        let (b, mut b_rx) = session(1);
+        fanout.subscribe_live("~ann", a.session());
+        fanout.subscribe_live("~ann", a.session()); // once only
+        fanout.subscribe_live("~ann", b.session());
+        assert_eq!(metrics.subscriptions.get(), 2);
+
+        fanout.deliver(mention(1));
+        assert_eq!(a_rx.try_recv().as_deref(), Some(&b"m\x01"[..]));
+        assert_eq!(b_rx.try_recv().as_deref(), Some(&b"m\x01"[..]));
+
+        // B's queue holds one frame: the third mention finds it full.
+        fanout.deliver(mention(2));
+        fanout.deliver(mention(3));
+        assert!(b.session().is_closed());
+        assert_eq!(metrics.subscriptions.get(), 1);
+        assert_eq!(metrics.lagged.get(), 1);
+        assert_eq!(a_rx.try_recv().as_deref(), Some(&b"m\x02"[..]));
+        assert_eq!(a_rx.try_recv().as_deref(), Some(&b"m\x03"[..]));
+
+        // The last session out takes the channel with it.
+        fanout.unsubscribe_live("~ann", a.session().id());
+        assert_eq!(metrics.subscriptions.get(), 0);
+        assert!(fanout
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty());
+        fanout.deliver(mention(4));
+        assert_eq!(a_rx.try_recv(), None);
     }
 }
