@@ -500,6 +500,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
             };
             live.shared.stats.ws_asleep.inc();
             *wakeup.asleep.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(live));
+            // The task's waker would keep the ended task's allocation alive
+            // for as long as the session sleeps. (A wake-up from here on
+            // wakes no task, but marks the state NOTIFIED: seen just below.)
+            drop(wakeup.task.take());
             if wakeup
                 .state
                 .compare_exchange(RUNNING, ASLEEP, Ordering::AcqRel, Ordering::Acquire)
@@ -517,6 +521,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
             if let Some(live) = &this.live {
                 live.shared.stats.ws_asleep.dec();
             }
+            wakeup.task.register(cx.waker());
             wakeup.state.store(RUNNING, Ordering::Release);
         }
         cx.waker().wake_by_ref();
