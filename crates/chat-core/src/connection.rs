@@ -65,6 +65,11 @@ impl RoomSet {
 
     fn insert(&mut self, room: &str) {
         if let Err(at) = self.0.binary_search_by(|r| (**r).cmp(room)) {
+            if self.0.capacity() == 0 {
+                // Room for one: most connections follow a room or two (a
+                // first push would take room for four).
+                self.0.reserve_exact(1);
+            }
             self.0.insert(at, room.into());
         }
     }
