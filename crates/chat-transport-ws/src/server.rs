@@ -102,7 +102,9 @@ impl Sessions {
 /// [`Engine::shutdown`] twice is harmless), lets in-flight HTTP requests
 /// finish, and returns once every connection has ended, or after
 /// [`WsSettings::shutdown_grace`] plus [`WsSettings::close_timeout`] at
-/// most, dropping the stragglers.
+/// most: HTTP connections still open then are dropped; a WebSocket
+/// session still saying goodbye ends within its own bounds
+/// ([`WsSettings::close_timeout`], [`WsSettings::write_timeout`]).
 ///
 /// Per-connection failures (bad requests, failed TLS handshakes, resets)
 /// are logged and never end the server.
