@@ -261,14 +261,17 @@ impl Drop for Slot {
     }
 }
 
-/// An upgraded connection's place: its slot and its count in the
-/// `chat_http_connections` gauge, both held until the session ends
-/// (dropped). Derefs to the server's shared state.
+/// An upgraded connection's place, held by its WebSocket session for its
+/// whole life, running or asleep: its slot, and its count in the HTTP and
+/// WebSocket gauges and in the server's live sessions, all given back when
+/// dropped. Derefs to the server's shared state.
 pub(crate) struct Place(Slot);
 
 impl Place {
     fn new(slot: Slot) -> Self {
         slot.stats.connection_opened();
+        slot.stats.ws_opened();
+        slot.sessions.opened();
         Place(slot)
     }
 }
@@ -284,6 +287,8 @@ impl std::ops::Deref for Place {
 impl Drop for Place {
     fn drop(&mut self) {
         self.0.stats.connection_closed();
+        self.0.stats.ws_closed();
+        self.0.sessions.closed();
     }
 }
 

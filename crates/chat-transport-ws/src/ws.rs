@@ -317,14 +317,13 @@ fn start(
             return Either::Right(Box::pin(std::future::ready(())));
         }
     };
-    let open = Open::new(place);
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => Either::Left(session(
-            Live::new(open, parts.io.into_inner(), parts.read_buf, permit, peer),
+            Live::new(place, parts.io.into_inner(), parts.read_buf, permit, peer),
             Arc::new(Wakeup::default()),
         )),
         Err(upgraded) => Either::Right(Box::pin(session(
-            Live::new(open, TokioIo::new(upgraded), Bytes::new(), permit, peer),
+            Live::new(place, TokioIo::new(upgraded), Bytes::new(), permit, peer),
             Arc::new(Wakeup::default()),
         ))),
     }
@@ -368,34 +367,6 @@ fn session<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             session,
         ))
         .await;
-    }
-}
-
-/// What a session holds for its whole life, running or asleep: its place
-/// (connection slot and HTTP gauge), its count in the WebSocket gauge and
-/// in the server's live sessions. Derefs to the server's shared state.
-struct Open(Place);
-
-impl Open {
-    fn new(place: Place) -> Self {
-        place.sessions.opened();
-        place.stats.ws_opened();
-        Open(place)
-    }
-}
-
-impl std::ops::Deref for Open {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.stats.ws_closed();
-        self.0.sessions.closed();
     }
 }
 
@@ -592,7 +563,8 @@ struct Live<Io> {
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
     gather_timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    shared: Open,
+    /// The connection's place (and the server's shared state).
+    shared: Place,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
@@ -643,7 +615,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
     /// the client sent right after the handshake, read before the upgrade
     /// (a slice of hyper's read buffer: copied, and released at once, or
     /// the session would keep that whole buffer).
-    fn new(shared: Open, io: Io, early: Bytes, permit: AdmissionPermit, peer: SocketAddr) -> Self {
+    fn new(shared: Place, io: Io, early: Bytes, permit: AdmissionPermit, peer: SocketAddr) -> Self {
         let engine = &shared.engine;
         let limits = engine.limits();
         let (outbox, rx) = Outbox::new(OutboxLimits {
