@@ -38,7 +38,17 @@ pub fn normalize_username(name: &str) -> Result<String, EngineError> {
 /// Hex SHA-256 of a token: what the store keeps.
 pub fn hash_token(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest)
+}
+
+/// `bytes` as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// A new random token (256 bits, base64url) and its hash.
@@ -281,6 +291,13 @@ fn check_password(password: &str) -> Result<(), EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0xab, 0x7f, 0x10]), "00ab7f10");
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hash_token("t").len(), 64);
+    }
 
     #[test]
     fn usernames_are_normalised_and_checked() {

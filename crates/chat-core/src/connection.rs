@@ -115,7 +115,7 @@ impl TokenHash {
 
     fn to_hex(&self) -> String {
         match self {
-            TokenHash::Sha256(raw) => raw.iter().map(|b| format!("{b:02x}")).collect(),
+            TokenHash::Sha256(raw) => crate::auth::hex(raw),
             TokenHash::Other(s) => s.to_string(),
         }
     }

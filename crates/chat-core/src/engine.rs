@@ -717,11 +717,7 @@ impl Engine {
                 use sha2::Digest as _;
                 let digest =
                     sha2::Sha256::digest(format!("file\0{room}\0{user}\0{cid}").as_bytes());
-                digest
-                    .iter()
-                    .take(16)
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
+                crate::auth::hex(&digest[..16])
             }
             // 128 random bits, hex: unguessable and path-free.
             None => crate::auth::new_token().1[..32].to_owned(),

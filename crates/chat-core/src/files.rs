@@ -248,7 +248,7 @@ impl FileVault {
         }
         let mut raw = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut raw);
-        let tmp: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = crate::auth::hex(&raw);
         let path = self.settings.dir.join("tmp").join(tmp);
         let file = tokio::fs::File::create(&path).await.map_err(io_error)?;
         Ok(Upload {
@@ -380,12 +380,7 @@ impl Upload {
         let mime = self.check_type()?;
         self.file.flush().await.map_err(io_error)?;
         self.file.sync_all().await.map_err(io_error)?;
-        let sha256: String = self
-            .hasher
-            .finalize_reset()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = crate::auth::hex(&self.hasher.finalize_reset());
         let dir = self.dir.join(&sha256[..2]);
         tokio::fs::create_dir_all(&dir).await.map_err(io_error)?;
         let dest = dir.join(&sha256);
