@@ -2,7 +2,8 @@
 //! (every one must succeed); the server's RSS before and after gives its
 //! memory per idle connection, measured after `--hold` (a WebSocket
 //! session sleeps without a task once idle for half to one ping interval:
-//! the result says how many were asleep, from `/metrics`). Then one
+//! the result says how many were asleep, and how many of their sockets
+//! rested outside tokio's reactor, from `/metrics`). Then one
 //! message proves every connection is live, and closing them all shows
 //! what the server gives back.
 
@@ -140,15 +141,22 @@ pub async fn run(
     tokio::time::sleep(o.hold).await;
     let (after, anon_after) = (rss("VmRSS"), rss("RssAnon"));
     let client_after = procinfo::rss_kib("self");
-    let asleep = match http {
+    let metrics = match http {
         Some(addr) if o.transport == crate::args::TransportKind::Ws => {
-            crate::cluster::http_get(addr, "/metrics")
-                .await
-                .ok()
-                .and_then(|m| crate::cluster::gauge(&m, "chat_ws_sessions_asleep"))
+            crate::cluster::http_get(addr, "/metrics").await.ok()
         }
         _ => None,
     };
+    let gauge = |name: &str| {
+        metrics
+            .as_deref()
+            .and_then(|m| crate::cluster::gauge(m, name))
+            .map_or("-".to_owned(), |n| n.to_string())
+    };
+    let (asleep, resting) = (
+        gauge("chat_ws_sessions_asleep"),
+        gauge("chat_ws_sockets_resting"),
+    );
 
     // Liveness: one message per room must reach every connection.
     let mut c = Conn::connect(&world.target).await?;
@@ -193,7 +201,7 @@ pub async fn run(
     Ok(format!(
         "{} ok={ok} failed={} setup={setup_secs:.1}s conn/s={:.0} setup_latency[{}] \
          server_rss_kib before={} after={} closed={} kib/conn={} anon_kib/conn={} \
-         client_kib/conn={client_per} asleep={} live={live}/{ok} in {probe_secs:.2}s verdict={verdict} failures=[{}]",
+         client_kib/conn={client_per} asleep={asleep} resting={resting} live={live}/{ok} in {probe_secs:.2}s verdict={verdict} failures=[{}]",
         o.params(),
         n as u64 - ok,
         ok as f64 / setup_secs,
@@ -203,7 +211,6 @@ pub async fn run(
         kib(closed_rss),
         per(before, after),
         per(anon_before, anon_after),
-        asleep.map_or("-".to_owned(), |n| n.to_string()),
         world.failures.summary(),
     ))
 }

@@ -93,6 +93,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
+mod dorm;
 mod error;
 pub mod files;
 mod frame;
@@ -105,6 +106,7 @@ pub mod rest;
 mod router;
 mod server;
 mod settings;
+mod stream;
 mod web;
 mod ws;
 

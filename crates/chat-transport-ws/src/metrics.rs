@@ -6,6 +6,7 @@
 //! | `chat_http_connections` | gauge | HTTP connections open now (WebSockets included) |
 //! | `chat_ws_connections` | gauge | WebSocket connections open now |
 //! | `chat_ws_sessions_asleep` | gauge | WebSocket sessions idle without a task now |
+//! | `chat_ws_sockets_resting` | gauge | sockets of sleeping sessions waiting outside tokio's reactor now |
 //! | `chat_http_requests_total` | counter | HTTP requests served |
 //! | `chat_ws_upgrades_total` | counter | WebSocket upgrades accepted |
 //! | `chat_tls_handshake_failures_total` | counter | failed or timed-out TLS handshakes |
@@ -40,6 +41,7 @@ pub(crate) struct TransportStats {
     pub(crate) http_connections: Gauge,
     pub(crate) ws_connections: Gauge,
     pub(crate) ws_asleep: Gauge,
+    pub(crate) ws_resting: Gauge,
     pub(crate) http_requests: Counter,
     pub(crate) ws_upgrades: Counter,
     pub(crate) tls_failures: Counter,
@@ -110,6 +112,12 @@ pub(crate) fn render(engine: &Metrics, transport: &TransportStats) -> String {
         "chat_ws_sessions_asleep",
         "WebSocket sessions idle without a task now.",
         &t.ws_asleep,
+    );
+    gauge(
+        &mut out,
+        "chat_ws_sockets_resting",
+        "Sockets of sleeping sessions waiting outside tokio's reactor now.",
+        &t.ws_resting,
     );
     counter(
         &mut out,

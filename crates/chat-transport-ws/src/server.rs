@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use crate::dorm::Dorm;
 use crate::error::Error;
 use crate::metrics::TransportStats;
 use crate::ping::{self, PingClock};
@@ -47,9 +48,21 @@ pub(crate) struct Shared {
     pub(crate) sessions: Sessions,
     /// The runtime `serve` runs on, where a sleeping session wakes up.
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Where sleeping plain sessions keep their sockets; `None` if the OS
+    /// refused an epoll set (they sleep in tokio's reactor then).
+    pub(crate) dorm: Option<Arc<Dorm>>,
     /// Slots under `max_connections`.
     limit: Semaphore,
     tls: Option<TlsAcceptor>,
+}
+
+/// The dorm's task, stopped with the server whichever way `serve` ends.
+struct DormTask(Arc<Dorm>);
+
+impl Drop for DormTask {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// A count of the WebSocket sessions alive, which `serve` waits for when
@@ -131,6 +144,13 @@ where
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_connections = settings.max_connections;
+    let dorm = match Dorm::start() {
+        Ok(dorm) => Some(DormTask(dorm)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no dorm: sleeping sessions keep their sockets in the reactor");
+            None
+        }
+    };
     let shared = Arc::new(Shared {
         tls: settings.tls.clone().map(TlsAcceptor::from),
         engine: engine.clone(),
@@ -141,6 +161,7 @@ where
         ping: Arc::new(PingClock::default()),
         sessions: Sessions::default(),
         runtime: tokio::runtime::Handle::current(),
+        dorm: dorm.as_ref().map(|d| d.0.clone()),
         limit: Semaphore::new(max_connections),
     });
     // Ended with the server (below), whichever way it stops.
@@ -223,6 +244,7 @@ where
         tasks.shutdown().await;
     }
     ping_clock.abort();
+    drop(dorm);
     tracing::info!("server stopped");
     result?;
     engine_result.map_err(Error::Shutdown)

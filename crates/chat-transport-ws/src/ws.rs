@@ -17,7 +17,11 @@
 //! its outbox and the ping clock already have. The first of them to fire
 //! spawns a task for it again. So an idle connection costs no tokio task;
 //! a session with steady traffic (`LIVELY` in one ping epoch) keeps its
-//! task rather than pay for a new one at every message.
+//! task rather than pay for a new one at every message. A plain session
+//! that sleeps also takes its socket out of tokio's reactor, into the
+//! server's [`Dorm`](crate::dorm) (tokio's registration is the largest
+//! piece of an idle connection); woken there, it looks at what woke it
+//! ([`Live::doze`]) and takes the socket back only if there is work.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -50,6 +54,7 @@ use tokio::time::Instant;
 use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, Inbound};
 use crate::http::{self, Body};
 use crate::server::{Place, Shared};
+use crate::stream::{Plain, Rest, Stream};
 
 /// An accepted upgrade waiting for hyper to hand the socket over.
 pub(crate) struct PendingWs {
@@ -319,11 +324,23 @@ fn start(
     };
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => Either::Left(session(
-            Live::new(place, parts.io.into_inner(), parts.read_buf, permit, peer),
+            Box::new(Live::new(
+                place,
+                Plain::Up(parts.io.into_inner()),
+                parts.read_buf,
+                permit,
+                peer,
+            )),
             Arc::new(Wakeup::default()),
         )),
         Err(upgraded) => Either::Right(Box::pin(session(
-            Live::new(place, TokioIo::new(upgraded), Bytes::new(), permit, peer),
+            Box::new(Live::new(
+                place,
+                TokioIo::new(upgraded),
+                Bytes::new(),
+                permit,
+                peer,
+            )),
             Arc::new(Wakeup::default()),
         ))),
     }
@@ -334,8 +351,8 @@ fn start(
 /// (A plain function returning an `async move` block: an `async fn` would
 /// keep its arguments twice.)
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-fn session<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    live: Live<Io>,
+fn session<Io: Stream>(
+    live: Box<Live<Io>>,
     wakeup: Arc<Wakeup<Io>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
@@ -399,7 +416,7 @@ impl<Io> Default for Wakeup<Io> {
     }
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> std::task::Wake for Wakeup<Io> {
+impl<Io: Stream> std::task::Wake for Wakeup<Io> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -425,23 +442,24 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> std::task::Wake for Wa
         };
         live.shared.stats.ws_asleep.dec();
         let runtime = live.shared.runtime.clone();
-        runtime.spawn(session(*live, self.clone()));
+        runtime.spawn(session(live, self.clone()));
     }
 }
 
 /// A session's run in one task, until it ends (with how it ended) or falls
 /// asleep (`None`: the task is done, the session is its [`Wakeup`]'s).
 struct Awake<Io> {
-    /// Inline while the task runs (no pointer to chase at every poll);
-    /// boxed only while asleep.
-    live: Option<Live<Io>>,
+    /// Boxed for its whole life: falling asleep and waking (at every tick
+    /// of the ping clock, for an idle session) moves a pointer, and the
+    /// task is small.
+    live: Option<Box<Live<Io>>>,
     wakeup: Arc<Wakeup<Io>>,
     /// `wakeup` as a waker, made once.
     waker: Waker,
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
-    type Output = Option<(Live<Io>, End)>;
+impl<Io: Stream> Future for Awake<Io> {
+    type Output = Option<(Box<Live<Io>>, End)>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -457,11 +475,30 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
             let Some(live) = this.live.as_mut() else {
                 return Poll::Ready(None);
             };
-            match live.step(&mut inner) {
-                Step::End(end) => return Poll::Ready(this.live.take().map(|live| (live, end))),
-                Step::Yield => return Poll::Pending,
-                Step::Quiet if !live.sleepy() => return Poll::Pending,
-                Step::Quiet => {}
+            if live.sock.io.resting() {
+                if let Err(end) = live.doze(&mut inner) {
+                    return Poll::Ready(this.live.take().map(|live| (live, end)));
+                }
+            }
+            if !live.sock.io.resting() {
+                match live.step(&mut inner) {
+                    Step::End(end) => return Poll::Ready(this.live.take().map(|live| (live, end))),
+                    Step::Yield => return Poll::Pending,
+                    Step::Quiet if !live.sleepy() => return Poll::Pending,
+                    Step::Quiet => {}
+                }
+                if let (Some(dorm), false) = (live.shared.dorm.as_deref(), live.restless) {
+                    match live.sock.io.rest(dorm, &this.waker) {
+                        Rest::Resting => live.shared.stats.ws_resting.inc(),
+                        Rest::Stays => {}
+                        Rest::Back => {
+                            // Once refused, it stays in the reactor for good.
+                            live.restless = true;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
+                }
             }
             // Quiet, waiting only on what its waker is registered with:
             // hand the session to the waker and end the task, unless a
@@ -470,7 +507,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
                 return Poll::Ready(None);
             };
             live.shared.stats.ws_asleep.inc();
-            *wakeup.asleep.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(live));
+            *wakeup.asleep.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
             // The task's waker would keep the ended task's allocation alive
             // for as long as the session sleeps. (A wake-up from here on
             // wakes no task, but marks the state NOTIFIED: seen just below.)
@@ -487,8 +524,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Awake<Io> {
                 .asleep
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .map(|live| *live);
+                .take();
             if let Some(live) = &this.live {
                 live.shared.stats.ws_asleep.dec();
             }
@@ -563,11 +599,13 @@ struct Live<Io> {
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
     gather_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The dorm refused its socket once: it sleeps in tokio's reactor.
+    restless: bool,
     /// The connection's place (and the server's shared state).
     shared: Place,
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
+impl<Io: Stream> Live<Io> {
     /// Does rounds of work until one makes no progress (`Quiet`), the
     /// session ends, or `ROUNDS` are done (`Yield`, the task woken to come
     /// back).
@@ -610,7 +648,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
     }
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
+impl<Io: Stream> Live<Io> {
     /// A session over `io`, registered with the engine; `early` are bytes
     /// the client sent right after the handshake, read before the upgrade
     /// (a slice of hyper's read buffer: copied, and released at once, or
@@ -646,6 +684,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             lively: false,
             write_timer: None,
             gather_timer: None,
+            restless: false,
             shared,
         }
     }
@@ -749,18 +788,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
             {
                 Poll::Ready(Recv::Frames) => {
                     *busy = true;
-                    stir(&mut self.traffic, &mut self.lively);
-                    let gather = !s.write_coalesce.is_zero()
-                        && self.batch.len() < s.write_batch_frames
-                        && !self.rx.took_reply();
-                    if gather {
-                        self.gather_timer = Some(Box::pin(tokio::time::sleep(s.write_coalesce)));
-                    }
+                    self.took();
                 }
                 Poll::Ready(Recv::Closed(reason)) => return Some(End::Server(reason)),
                 Poll::Pending => return None,
             }
         }
+        let s = &self.shared.settings;
         if let Some(timer) = self.gather_timer.as_mut() {
             // Frames that arrive meanwhile wait in the outbox, under its
             // bound; a reply queued ends the wait.
@@ -794,6 +828,96 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Live<Io> {
         }
         *busy = true;
         None
+    }
+
+    /// Frames just taken from the outbox into `batch`: chat traffic, held
+    /// for `write_coalesce` unless the batch is full or has a reply.
+    fn took(&mut self) {
+        stir(&mut self.traffic, &mut self.lively);
+        let s = &self.shared.settings;
+        let gather = !s.write_coalesce.is_zero()
+            && self.batch.len() < s.write_batch_frames
+            && !self.rx.took_reply();
+        if gather {
+            self.gather_timer = Some(Box::pin(tokio::time::sleep(s.write_coalesce)));
+        }
+    }
+
+    /// A session woken with its socket in the dorm looks at what woke it,
+    /// and takes the socket back into tokio's reactor only if there is
+    /// work: most wake-ups of an idle session are the ping clock's, which
+    /// need a look at the time and, every other epoch, a ping, written
+    /// straight to the socket.
+    fn doze(&mut self, cx: &mut Context<'_>) -> Result<(), End> {
+        let work = self.look(cx);
+        if matches!(work, Ok(false)) {
+            return Ok(());
+        }
+        if let Some(dorm) = self.shared.dorm.as_deref() {
+            let risen = self.sock.io.rise(dorm);
+            self.shared.stats.ws_resting.dec();
+            risen.map_err(|e| End::Gone(e.to_string()))?;
+        }
+        work.map(|_| ())
+    }
+
+    /// What [`Live::doze`] looks at: the client's bytes, the outbox and
+    /// the ping clock. True when there is work for the running session;
+    /// every source it waits on holds its waker otherwise.
+    fn look(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        let max = self.shared.settings.read_buffer_bytes;
+        let (dec, io) = (&mut self.dec, &mut self.sock.io);
+        let got = SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < max {
+                scratch.resize(max, 0);
+            }
+            let n = io.read_resting(&mut scratch[..max])?;
+            dec.push(&scratch[..n]);
+            Ok::<_, io::Error>(n)
+        });
+        match got {
+            Ok(0) => return Err(End::Gone("end of stream".to_owned())),
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // tokio retries it once the socket is back.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(End::Gone(e.to_string())),
+        }
+        let most = self.shared.settings.write_batch_frames;
+        match self.rx.poll_recv_many(cx, &mut self.batch, most) {
+            Poll::Ready(Recv::Frames) => {
+                self.took();
+                return Ok(true);
+            }
+            Poll::Ready(Recv::Closed(reason)) => return Err(End::Server(reason)),
+            Poll::Pending => {}
+        }
+        // A new epoch is looked at, then the next one waited for: three
+        // calls at most, even if an epoch begins in between.
+        for _ in 0..3 {
+            let mut busy = false;
+            if let Some(end) = self.check_tick(cx, &mut busy) {
+                return Err(end);
+            }
+            if !busy {
+                break;
+            }
+        }
+        let sock = &mut self.sock;
+        while sock.written < sock.out.len() {
+            match sock.io.write_resting(&sock.out[sock.written..]) {
+                Ok(0) => return Err(End::Gone("write returned 0".to_owned())),
+                Ok(n) => sock.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(End::Gone(e.to_string())),
+            }
+        }
+        if sock.written > 0 {
+            sock.out = Vec::new();
+            sock.written = 0;
+        }
+        Ok(false)
     }
 
     /// At each epoch of the server's ping clock: closes a client quiet for

@@ -492,6 +492,8 @@ async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
         quiet.push(ws_connect(server.addr).await);
     }
     until_metric(server.addr, "chat_ws_sessions_asleep 42\n").await;
+    // Their sockets wait in the dorm, outside tokio's reactor.
+    until_metric(server.addr, "chat_ws_sockets_resting 42\n").await;
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();
@@ -511,6 +513,7 @@ async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
             "{got:?}"
         );
         until_metric(server.addr, "chat_ws_sessions_asleep 42\n").await;
+        until_metric(server.addr, "chat_ws_sockets_resting 42\n").await;
     }
 
     // A hundred requests at once (at least sixteen in one epoch of a
@@ -541,6 +544,11 @@ async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
     })
     .await;
     assert!(pinged.is_ok(), "a sleeping session was never pinged");
+
+    // A client hanging up on a resting socket ends its session.
+    drop(quiet.pop());
+    until_metric(server.addr, "chat_ws_connections 41\n").await;
+    until_metric(server.addr, "chat_ws_sockets_resting 41\n").await;
 
     // The shutdown wakes every sleeper to say goodbye.
     server.shutdown();
