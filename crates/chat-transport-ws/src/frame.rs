@@ -101,10 +101,18 @@ impl Decoder {
         self.pending.extend_from_slice(bytes);
     }
 
-    /// Whether bytes are waiting to be parsed (a frame is incomplete).
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
+    /// Whether nothing is waiting to be parsed (no frame or fragmented
+    /// message is incomplete).
+    pub(crate) fn is_empty(&self) -> bool {
         self.start == self.pending.len() && self.fragments.is_none()
+    }
+
+    /// Whether the next frame, whole or not, is a ping or a pong: a
+    /// keep-alive, which a sleeping session answers without waking.
+    pub(crate) fn keepalive_next(&self) -> bool {
+        self.pending
+            .get(self.start)
+            .is_some_and(|b0| matches!(b0 & 0x0F, PING | PONG))
     }
 
     /// The next complete message or control frame, or `None` until more

@@ -9,6 +9,7 @@
 //! | `chat_ws_sockets_resting` | gauge | sockets of sleeping sessions waiting outside tokio's reactor now |
 //! | `chat_http_requests_total` | counter | HTTP requests served |
 //! | `chat_ws_upgrades_total` | counter | WebSocket upgrades accepted |
+//! | `chat_ws_sockets_risen_total` | counter | resting sockets taken back into tokio's reactor for work (keep-alives are answered at rest) |
 //! | `chat_tls_handshake_failures_total` | counter | failed or timed-out TLS handshakes |
 //! | `chat_http_uploads_total` | counter | files stored through `POST /api/rooms/{room}/files` |
 //! | `chat_http_uploads_failed_total` | counter | HTTP uploads refused or interrupted (nothing kept) |
@@ -44,6 +45,7 @@ pub(crate) struct TransportStats {
     pub(crate) ws_resting: Gauge,
     pub(crate) http_requests: Counter,
     pub(crate) ws_upgrades: Counter,
+    pub(crate) ws_risen: Counter,
     pub(crate) tls_failures: Counter,
     pub(crate) uploads: Counter,
     pub(crate) uploads_failed: Counter,
@@ -130,6 +132,12 @@ pub(crate) fn render(engine: &Metrics, transport: &TransportStats) -> String {
         "chat_ws_upgrades_total",
         "WebSocket upgrades accepted.",
         &t.ws_upgrades,
+    );
+    counter(
+        &mut out,
+        "chat_ws_sockets_risen_total",
+        "Resting sockets taken back into tokio's reactor for work.",
+        &t.ws_risen,
     );
     counter(
         &mut out,

@@ -856,6 +856,7 @@ impl<Io: Stream> Live<Io> {
         if let Some(dorm) = self.shared.dorm.as_deref() {
             let risen = self.sock.io.rise(dorm);
             self.shared.stats.ws_resting.dec();
+            self.shared.stats.ws_risen.inc();
             risen.map_err(|e| End::Gone(e.to_string()))?;
         }
         work.map(|_| ())
@@ -866,22 +867,41 @@ impl<Io: Stream> Live<Io> {
     /// every source it waits on holds its waker otherwise.
     fn look(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
         let max = self.shared.settings.read_buffer_bytes;
-        let (dec, io) = (&mut self.dec, &mut self.sock.io);
-        let got = SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.len() < max {
-                scratch.resize(max, 0);
+        // The dorm wakes on new input only: what came is read to the end
+        // (`WouldBlock`), or the socket goes back to tokio, which reads on.
+        for reads in 0.. {
+            let (dec, io) = (&mut self.dec, &mut self.sock.io);
+            let got = SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < max {
+                    scratch.resize(max, 0);
+                }
+                let n = io.read_resting(&mut scratch[..max])?;
+                dec.push(&scratch[..n]);
+                Ok::<_, io::Error>(n)
+            });
+            match got {
+                Ok(0) => return Err(End::Gone("end of stream".to_owned())),
+                Ok(_) if reads < 4 => self.heard = Instant::now(),
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // tokio retries it once the socket is back.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+                Err(e) => return Err(End::Gone(e.to_string())),
             }
-            let n = io.read_resting(&mut scratch[..max])?;
-            dec.push(&scratch[..n]);
-            Ok::<_, io::Error>(n)
-        });
-        match got {
-            Ok(0) => return Err(End::Gone("end of stream".to_owned())),
-            Ok(_) => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            // tokio retries it once the socket is back.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
-            Err(e) => return Err(End::Gone(e.to_string())),
+        }
+        // Keep-alives are answered here; anything else (a message, a
+        // close, part of a frame) is work for the running session.
+        while self.dec.keepalive_next() {
+            match self.dec.next() {
+                Ok(Some(Inbound::Ping(data))) => {
+                    encode_control(&mut self.sock.out, Control::Pong(&data));
+                }
+                Ok(Some(Inbound::Pong)) => {}
+                _ => return Ok(true),
+            }
+        }
+        if !self.dec.is_empty() {
+            return Ok(true);
         }
         let most = self.shared.settings.write_batch_frames;
         match self.rx.poll_recv_many(cx, &mut self.batch, most) {

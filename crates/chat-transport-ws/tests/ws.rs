@@ -466,6 +466,16 @@ async fn until_metric(addr: std::net::SocketAddr, line: &str) {
     }
 }
 
+/// The value of a counter or gauge in `/metrics`.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let text = support::http(addr, "GET", "/metrics", None, None)
+        .await
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
 /// An idle session holds no task: it sleeps on its socket, its outbox and
 /// the ping clock, and whichever stirs first runs it again: the client's
 /// next frame, a message fanned out to it, a ping due, the shutdown. A
@@ -544,6 +554,34 @@ async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
     })
     .await;
     assert!(pinged.is_ok(), "a sleeping session was never pinged");
+
+    // A keep-alive from a resting client is answered at rest: a pong, the
+    // socket left in the dorm. (Alice's messages above took hers back.)
+    until_metric(server.addr, "chat_ws_sockets_resting 42\n").await;
+    let risen = metric(server.addr, "chat_ws_sockets_risen_total").await;
+    assert!(risen >= 3, "{risen} sockets taken back for three messages");
+    futures_util::SinkExt::send(
+        &mut quiet[1].ws,
+        tokio_tungstenite::tungstenite::Message::Ping(b"still there?".to_vec().into()),
+    )
+    .await
+    .unwrap();
+    let ponged = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match futures_util::StreamExt::next(&mut quiet[1].ws).await {
+                Some(Ok(m)) if m.is_pong() => return m.into_data(),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(ponged.unwrap().as_ref(), b"still there?");
+    assert_eq!(
+        metric(server.addr, "chat_ws_sockets_risen_total").await,
+        risen
+    );
+    until_metric(server.addr, "chat_ws_sockets_resting 42\n").await;
 
     // A client hanging up on a resting socket ends its session.
     drop(quiet.pop());
