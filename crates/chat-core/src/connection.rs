@@ -47,7 +47,6 @@ pub struct Connection {
     detached: bool,
     /// Uploads in progress over frames, by handle.
     uploads: Uploads,
-    next_upload: u64,
     _permit: AdmissionPermit,
 }
 
@@ -131,32 +130,48 @@ fn hex_digit(c: u8) -> Option<u8> {
 }
 
 /// Uploads in progress over frames, by handle: a short list (at most
-/// `max_uploads_per_session` long) rather than a hash table in every
-/// connection.
+/// `max_uploads_per_session` long) rather than a hash table, boxed on a
+/// connection's first upload (every idle connection carries the pointer,
+/// not the list).
 #[derive(Default)]
-struct Uploads(Vec<(u64, PendingUpload)>);
+struct Uploads(Option<Box<UploadList>>);
+
+#[derive(Default)]
+struct UploadList {
+    list: Vec<(u64, PendingUpload)>,
+    /// The last handle given out: handles are never reused on a
+    /// connection, so a stale one cannot reach a newer upload.
+    last: u64,
+}
 
 impl Uploads {
     fn len(&self) -> usize {
-        self.0.len()
+        self.0.as_ref().map_or(0, |u| u.list.len())
     }
 
-    fn insert(&mut self, handle: u64, upload: PendingUpload) {
-        self.0.push((handle, upload));
+    /// Adds `upload` under a new handle, returned.
+    fn insert(&mut self, upload: PendingUpload) -> u64 {
+        let u = self.0.get_or_insert_with(Box::default);
+        u.last += 1;
+        u.list.push((u.last, upload));
+        u.last
     }
 
     fn get_mut(&mut self, handle: &u64) -> Option<&mut PendingUpload> {
         self.0
+            .as_mut()?
+            .list
             .iter_mut()
             .find(|(h, _)| h == handle)
             .map(|(_, upload)| upload)
     }
 
     fn remove(&mut self, handle: &u64) -> Option<PendingUpload> {
-        let at = self.0.iter().position(|(h, _)| h == handle)?;
-        let (_, upload) = self.0.swap_remove(at);
-        if self.0.is_empty() {
-            self.0 = Vec::new();
+        let u = self.0.as_mut()?;
+        let at = u.list.iter().position(|(h, _)| h == handle)?;
+        let (_, upload) = u.list.swap_remove(at);
+        if u.list.is_empty() {
+            u.list = Vec::new();
         }
         Some(upload)
     }
@@ -188,7 +203,6 @@ impl Connection {
             last_typing: None,
             detached,
             uploads: Uploads::default(),
-            next_upload: 1,
             _permit: permit,
         }
     }
@@ -872,9 +886,7 @@ impl Connection {
                     return Err(EngineError::invalid("too many uploads in progress"));
                 }
                 let pending = engine.begin_upload(&user, &room, &name, size).await?;
-                let upload = self.next_upload;
-                self.next_upload += 1;
-                self.uploads.insert(upload, pending);
+                let upload = self.uploads.insert(pending);
                 let chunk_bytes = engine.file_settings().map_or(0, |f| f.chunk_bytes);
                 Ok(Some(ServerFrame::UploadReady {
                     id,

@@ -13,7 +13,6 @@ use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::error::ErrorCode;
 
@@ -68,27 +67,33 @@ pub struct OutboxLimits {
     pub max_bytes: usize,
 }
 
+/// The queue's state. Counts and bounds are `u32` (bounds over 4 GiB are
+/// capped there) so that the whole queue, kept by every idle connection,
+/// fits a 128-byte allocation (unit test below).
 #[derive(Debug)]
 struct State {
     /// Frames, each marked when it is a reply.
     queue: VecDeque<(Bytes, bool)>,
-    bytes: usize,
+    bytes: u32,
     /// Replies in `queue`.
-    replies: usize,
+    replies: u32,
     closed: Option<ErrorCode>,
     /// The writer waiting for frames or for a reply (one consumer, so one
     /// waker, kept under the queue's lock: no separate notifier per
     /// session).
     waker: Option<Waker>,
+    /// Those waiting for room ([`Session::writable`]: history replay),
+    /// woken when the writer takes frames or the queue closes. Empty, no
+    /// allocation, nearly always.
+    writers: Vec<Waker>,
 }
 
 #[derive(Debug)]
 struct Shared {
     id: SessionId,
-    limits: OutboxLimits,
+    max_frames: u32,
+    max_bytes: u32,
     state: Mutex<State>,
-    /// Wakes replay waiting for room.
-    writable: Notify,
 }
 
 /// A bounded outbound queue: the [`Session`] half is given to the engine, the
@@ -126,17 +131,19 @@ impl Outbox {
 
     /// A new queue with its receiving end.
     pub fn new(limits: OutboxLimits) -> (Outbox, OutboxReceiver) {
+        let cap = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let shared = Arc::new(Shared {
             id: next_session_id(),
-            limits,
+            max_frames: cap(limits.max_frames),
+            max_bytes: cap(limits.max_bytes),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 bytes: 0,
                 replies: 0,
                 closed: None,
                 waker: None,
+                writers: Vec::new(),
             }),
-            writable: Notify::new(),
         });
         (
             Outbox {
@@ -163,17 +170,30 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes those waiting for room, outside the lock.
+    fn wake_writers(mut st: std::sync::MutexGuard<'_, State>) {
+        if st.writers.is_empty() {
+            return;
+        }
+        let writers = std::mem::take(&mut st.writers);
+        drop(st);
+        for w in writers {
+            w.wake();
+        }
+    }
+
     fn push(&self, frame: Bytes, reply: bool) -> Result<(), Full> {
         let mut st = self.lock();
-        let limits = self.limits;
+        // Over `max_bytes` (a u32) when it does not fit one.
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         if st.closed.is_some()
-            || st.queue.len() >= limits.max_frames
-            || st.bytes + frame.len() > limits.max_bytes
+            || st.queue.len() >= self.max_frames as usize
+            || u64::from(st.bytes) + u64::from(len) > u64::from(self.max_bytes)
         {
             return Err(Full);
         }
-        st.bytes += frame.len();
-        st.replies += usize::from(reply);
+        st.bytes += len;
+        st.replies += u32::from(reply);
         st.queue.push_back((frame, reply));
         // The writer drains everything once woken: wake it for the first
         // frame, and for a reply (it may be holding frames back).
@@ -205,19 +225,19 @@ impl Session for Shared {
     }
 
     async fn writable(&self) {
-        loop {
-            let notified = self.writable.notified();
+        std::future::poll_fn(|cx| {
+            let mut st = self.lock();
+            if st.closed.is_some()
+                || (st.queue.len() < self.max_frames as usize && st.bytes < self.max_bytes / 2)
             {
-                let st = self.lock();
-                let limits = self.limits;
-                if st.closed.is_some()
-                    || (st.queue.len() < limits.max_frames && st.bytes < limits.max_bytes / 2)
-                {
-                    return;
-                }
+                return Poll::Ready(());
             }
-            notified.await;
-        }
+            if !st.writers.iter().any(|w| w.will_wake(cx.waker())) {
+                st.writers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
     }
 
     fn close(&self, reason: ErrorCode) {
@@ -226,11 +246,10 @@ impl Session for Shared {
             st.closed = Some(reason);
         }
         let waker = st.waker.take();
-        drop(st);
+        Shared::wake_writers(st);
         if let Some(w) = waker {
             w.wake();
         }
-        self.writable.notify_waiters();
     }
 
     fn is_closed(&self) -> bool {
@@ -272,6 +291,14 @@ impl OutboxReceiver {
         self.shared.id
     }
 
+    /// The queue's sending half, for a transport queueing a frame of its
+    /// own (so that it need not keep both halves in every session).
+    pub fn outbox(&self) -> Outbox {
+        Outbox {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Waits for frames and moves up to `max` of them into `buf` in one go,
     /// so the writer can batch them into one socket write. A closed session
     /// reports [`Recv::Closed`] at once: queued frames are dropped because
@@ -304,7 +331,7 @@ impl OutboxReceiver {
         buf.reserve(n);
         let state = &mut *st;
         for (frame, reply) in state.queue.drain(..n) {
-            state.bytes -= frame.len();
+            state.bytes -= u32::try_from(frame.len()).unwrap_or(u32::MAX);
             if reply {
                 state.replies -= 1;
                 self.took_reply = true;
@@ -315,8 +342,7 @@ impl OutboxReceiver {
             // An idle session keeps no queue storage.
             state.queue = VecDeque::new();
         }
-        drop(st);
-        self.shared.writable.notify_waiters();
+        Shared::wake_writers(st);
         Poll::Ready(Recv::Frames)
     }
 
@@ -325,13 +351,12 @@ impl OutboxReceiver {
     pub fn try_recv(&mut self) -> Option<Bytes> {
         let mut st = self.shared.lock();
         let (frame, reply) = st.queue.pop_front()?;
-        st.bytes -= frame.len();
+        st.bytes -= u32::try_from(frame.len()).unwrap_or(u32::MAX);
         if reply {
             st.replies -= 1;
             self.took_reply = true;
         }
-        drop(st);
-        self.shared.writable.notify_waiters();
+        Shared::wake_writers(st);
         Some(frame)
     }
 
@@ -378,14 +403,24 @@ impl Drop for OutboxReceiver {
         st.queue.clear();
         st.bytes = 0;
         st.replies = 0;
-        drop(st);
-        self.shared.writable.notify_waiters();
+        Shared::wake_writers(st);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every idle connection keeps its queue: with the `Arc`'s two counts
+    /// it fits a 128-byte allocation (jemalloc's and glibc's size classes).
+    #[test]
+    fn an_outbox_fits_128_bytes() {
+        assert!(
+            std::mem::size_of::<Shared>() + 16 <= 128,
+            "{}",
+            std::mem::size_of::<Shared>()
+        );
+    }
 
     fn limits(frames: usize, bytes: usize) -> OutboxLimits {
         OutboxLimits {

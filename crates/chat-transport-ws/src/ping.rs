@@ -6,7 +6,7 @@
 //! waiting for it; a session that sees a new epoch checks how long its
 //! client has been quiet, and waits for the next one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Waker};
 use std::time::Duration;
@@ -14,7 +14,9 @@ use std::time::Duration;
 /// The shared clock. See the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct PingClock {
-    epoch: AtomicU64,
+    /// Wraps around (after 2^32 epochs): sessions only compare it for
+    /// equality, and it keeps their copy at four bytes.
+    epoch: AtomicU32,
     /// Sessions waiting for the next epoch (at most one entry each: a
     /// session registers once per epoch).
     waiting: Mutex<Vec<Waker>>,
@@ -22,14 +24,14 @@ pub(crate) struct PingClock {
 
 impl PingClock {
     /// The current epoch.
-    pub(crate) fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u32 {
         self.epoch.load(Ordering::Acquire)
     }
 
     /// Wakes `cx`'s task at the next epoch. Returns the epoch current once
     /// registered: if it is not the one the caller saw, an epoch began
     /// meanwhile and the caller should look again now.
-    pub(crate) fn wait(&self, cx: &Context<'_>) -> u64 {
+    pub(crate) fn wait(&self, cx: &Context<'_>) -> u32 {
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
