@@ -34,6 +34,9 @@ use tokio::io::unix::AsyncFd;
 /// Events taken from the dorm's epoll set per wait.
 const EVENTS: usize = 256;
 
+/// Sleepers [`Dorm::wake_all`] wakes per hold of the lock.
+const WAKE_SLICE: usize = 1024;
+
 /// The token of the dorm's own wake-up, which tells its task to stop.
 const STOP: Token = Token(usize::MAX);
 
@@ -127,6 +130,30 @@ impl Dorm {
             tracing::debug!(error = %e, "taking a socket out of the dorm");
         }
         self.free(bed.0);
+    }
+
+    /// Wakes every sleeper (the ping clock's tick: sleepers are not on its
+    /// list). A slice of beds at a time, the lock not held while waking.
+    pub(crate) fn wake_all(&self) {
+        let mut from = 0;
+        let mut woken = Vec::with_capacity(WAKE_SLICE);
+        loop {
+            {
+                let beds = self.lock();
+                let Some(slice) = beds.wakers.get(from..) else {
+                    return;
+                };
+                let slice = &slice[..slice.len().min(WAKE_SLICE)];
+                if slice.is_empty() {
+                    return;
+                }
+                from += slice.len();
+                woken.extend(slice.iter().flatten().cloned());
+            }
+            for waker in woken.drain(..) {
+                waker.wake();
+            }
+        }
     }
 
     fn free(&self, bed: u32) {
@@ -261,6 +288,19 @@ mod tests {
         assert_eq!(other_bed.0, 1);
         drop(other);
         until(&third, 1).await;
+        // The clock's tick wakes every sleeper, input or not.
+        let (before, third_before) = (
+            second.0.load(Ordering::SeqCst),
+            third.0.load(Ordering::SeqCst),
+        );
+        dorm.wake_all();
+        assert_eq!(second.0.load(Ordering::SeqCst), before + 1);
+        assert_eq!(third.0.load(Ordering::SeqCst), third_before + 1);
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "woken after getting up"
+        );
         dorm.get_up(server.as_raw_fd(), bed);
         dorm.get_up(other_server.as_raw_fd(), other_bed);
         dorm.stop();

@@ -11,14 +11,17 @@ use std::sync::Mutex;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
+use crate::dorm::Dorm;
+
 /// The shared clock. See the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct PingClock {
     /// Wraps around (after 2^32 epochs): sessions only compare it for
     /// equality, and it keeps their copy at four bytes.
     epoch: AtomicU32,
-    /// Sessions waiting for the next epoch (at most one entry each: a
-    /// session registers once per epoch).
+    /// Sessions waiting for the next epoch (at most one entry each per
+    /// epoch, two for one leaving the dorm), but for those whose sockets
+    /// rest in the dorm: each tick wakes the dorm's sleepers.
     waiting: Mutex<Vec<Waker>>,
 }
 
@@ -48,13 +51,22 @@ impl PingClock {
         }
     }
 
-    /// Ticks every `period`, forever (the server aborts it when it stops).
-    pub(crate) async fn run(self: std::sync::Arc<Self>, period: Duration) {
+    /// Ticks every `period`, forever (the server aborts it when it stops),
+    /// waking the sessions waiting for the next epoch and the sleepers in
+    /// `dorm`.
+    pub(crate) async fn run(
+        self: std::sync::Arc<Self>,
+        period: Duration,
+        dorm: Option<std::sync::Arc<Dorm>>,
+    ) {
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             self.tick();
+            if let Some(dorm) = &dorm {
+                dorm.wake_all();
+            }
         }
     }
 }

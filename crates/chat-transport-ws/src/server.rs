@@ -165,12 +165,10 @@ where
         limit: Semaphore::new(max_connections),
     });
     // Ended with the server (below), whichever way it stops.
-    let ping_clock = tokio::spawn(
-        shared
-            .ping
-            .clone()
-            .run(ping::period(shared.settings.ping_interval)),
-    );
+    let ping_clock = tokio::spawn(shared.ping.clone().run(
+        ping::period(shared.settings.ping_interval),
+        shared.dorm.clone(),
+    ));
     let mut tasks: JoinSet<Option<Upgraded>> = JoinSet::new();
     let mut engine_down = engine.shutdown_signal();
     let stop = async {

@@ -489,7 +489,15 @@ impl<Io: Stream> Future for Awake<Io> {
                 }
                 if let (Some(dorm), false) = (live.shared.dorm.as_deref(), live.restless) {
                     match live.sock.io.rest(dorm, &this.waker) {
-                        Rest::Resting => live.shared.stats.ws_resting.inc(),
+                        Rest::Resting => {
+                            live.shared.stats.ws_resting.inc();
+                            // The clock wakes the dorm's sleepers at each
+                            // tick; one that began before the socket lay
+                            // down is looked at now.
+                            if live.shared.ping.epoch() != live.epoch {
+                                continue;
+                            }
+                        }
                         Rest::Stays => {}
                         Rest::Back => {
                             // Once refused, it stays in the reactor for good.
@@ -857,6 +865,8 @@ impl<Io: Stream> Live<Io> {
             let risen = self.sock.io.rise(dorm);
             self.shared.stats.ws_resting.dec();
             self.shared.stats.ws_risen.inc();
+            // Out of the dorm, it waits on the clock's list again.
+            self.waiting = false;
             risen.map_err(|e| End::Gone(e.to_string()))?;
         }
         work.map(|_| ())
@@ -950,6 +960,10 @@ impl<Io: Stream> Live<Io> {
                 return None;
             }
             self.waiting = true;
+            if self.sock.io.resting() {
+                // The clock wakes every socket in the dorm at each tick.
+                return None;
+            }
             now = clock.wait(cx);
             if now == self.epoch {
                 return None;
