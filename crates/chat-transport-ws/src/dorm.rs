@@ -34,8 +34,8 @@ use tokio::io::unix::AsyncFd;
 /// Events taken from the dorm's epoll set per wait.
 const EVENTS: usize = 256;
 
-/// Sleepers [`Dorm::wake_all`] wakes per hold of the lock.
-const WAKE_SLICE: usize = 1024;
+/// Sleepers [`Dorm::wake_slice`] wakes at once.
+const WAKE_SLICE: usize = 256;
 
 /// The token of the dorm's own wake-up, which tells its task to stop.
 const STOP: Token = Token(usize::MAX);
@@ -132,28 +132,28 @@ impl Dorm {
         self.free(bed.0);
     }
 
-    /// Wakes every sleeper (the ping clock's tick: sleepers are not on its
-    /// list). A slice of beds at a time, the lock not held while waking.
-    pub(crate) fn wake_all(&self) {
-        let mut from = 0;
-        let mut woken = Vec::with_capacity(WAKE_SLICE);
-        loop {
-            {
-                let beds = self.lock();
-                let Some(slice) = beds.wakers.get(from..) else {
-                    return;
-                };
-                let slice = &slice[..slice.len().min(WAKE_SLICE)];
-                if slice.is_empty() {
-                    return;
-                }
-                from += slice.len();
-                woken.extend(slice.iter().flatten().cloned());
+    /// Wakes the sleepers in beds `from..` up to `WAKE_SLICE` of them (the
+    /// ping clock's tick: sleepers are not on its list), the lock not held
+    /// while waking. Returns where the next slice starts, `None` after the
+    /// last. The clock lets the woken sessions run between slices, so a
+    /// tick never has every sleeper's task allocated at once.
+    pub(crate) fn wake_slice(&self, from: usize) -> Option<usize> {
+        let (woken, next): (Vec<Waker>, usize) = {
+            let beds = self.lock();
+            let slice = beds.wakers.get(from..)?;
+            let slice = &slice[..slice.len().min(WAKE_SLICE)];
+            if slice.is_empty() {
+                return None;
             }
-            for waker in woken.drain(..) {
-                waker.wake();
-            }
+            (
+                slice.iter().flatten().cloned().collect(),
+                from + slice.len(),
+            )
+        };
+        for waker in woken {
+            waker.wake();
         }
+        Some(next)
     }
 
     fn free(&self, bed: u32) {
@@ -293,7 +293,10 @@ mod tests {
             second.0.load(Ordering::SeqCst),
             third.0.load(Ordering::SeqCst),
         );
-        dorm.wake_all();
+        let mut from = Some(0);
+        while let Some(at) = from {
+            from = dorm.wake_slice(at);
+        }
         assert_eq!(second.0.load(Ordering::SeqCst), before + 1);
         assert_eq!(third.0.load(Ordering::SeqCst), third_before + 1);
         assert_eq!(

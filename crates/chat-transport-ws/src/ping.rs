@@ -64,8 +64,12 @@ impl PingClock {
         loop {
             every.tick().await;
             self.tick();
-            if let Some(dorm) = &dorm {
-                dorm.wake_all();
+            let mut from = dorm.as_ref().map(|_| 0);
+            while let (Some(dorm), Some(at)) = (&dorm, from) {
+                from = dorm.wake_slice(at);
+                // The woken sessions run (and their tasks end) before the
+                // next slice is woken.
+                tokio::task::yield_now().await;
             }
         }
     }
