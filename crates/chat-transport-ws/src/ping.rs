@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use crate::dorm::Dorm;
 
+/// Sessions a tick wakes before it lets them run.
+const WAKE_SLICE: usize = 256;
+
 /// The shared clock. See the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct PingClock {
@@ -42,11 +45,16 @@ impl PingClock {
         self.epoch()
     }
 
-    /// Starts a new epoch and wakes every waiting session.
-    pub(crate) fn tick(&self) {
+    /// Starts a new epoch and hands back the sessions waiting for it.
+    fn start_epoch(&self) -> Vec<Waker> {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
-        for waker in waiting {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Starts a new epoch and wakes every waiting session at once.
+    #[cfg(test)]
+    fn tick(&self) {
+        for waker in self.start_epoch() {
             waker.wake();
         }
     }
@@ -63,12 +71,24 @@ impl PingClock {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            self.tick();
+            // A slice at a time: the woken sessions run (and their tasks
+            // end) before the next slice is woken, so a tick never has
+            // every session's task allocated at once.
+            let mut waiting = self.start_epoch().into_iter();
+            loop {
+                let mut woken = 0;
+                for waker in waiting.by_ref().take(WAKE_SLICE) {
+                    waker.wake();
+                    woken += 1;
+                }
+                if woken < WAKE_SLICE {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
             let mut from = dorm.as_ref().map(|_| 0);
             while let (Some(dorm), Some(at)) = (&dorm, from) {
                 from = dorm.wake_slice(at);
-                // The woken sessions run (and their tasks end) before the
-                // next slice is woken.
                 tokio::task::yield_now().await;
             }
         }

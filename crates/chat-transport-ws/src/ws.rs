@@ -18,9 +18,10 @@
 //! spawns a task for it again. So an idle connection costs no tokio task;
 //! a session with steady traffic (`LIVELY` in one ping epoch) keeps its
 //! task rather than pay for a new one at every message. A plain session
-//! that sleeps also takes its socket out of tokio's reactor, into the
-//! server's [`Dorm`](crate::dorm) (tokio's registration is the largest
-//! piece of an idle connection); woken there, it looks at what woke it
+//! that sleeps with little traffic (under `RESTLESS` in the epoch) also
+//! takes its socket out of tokio's reactor, into the server's
+//! [`Dorm`](crate::dorm) (tokio's registration is the largest piece of an
+//! idle connection); woken there, it looks at what woke it
 //! ([`Live::doze`]) and takes the socket back only if there is work.
 
 use std::cell::RefCell;
@@ -487,7 +488,8 @@ impl<Io: Stream> Future for Awake<Io> {
                     Step::Quiet if !live.sleepy() => return Poll::Pending,
                     Step::Quiet => {}
                 }
-                if let (Some(dorm), false) = (live.shared.dorm.as_deref(), live.restless) {
+                let rests = !live.restless && live.traffic < RESTLESS;
+                if let (Some(dorm), true) = (live.shared.dorm.as_deref(), rests) {
                     match live.sock.io.rest(dorm, &this.waker) {
                         Rest::Resting => {
                             live.shared.stats.ws_resting.inc();
@@ -569,6 +571,14 @@ fn stir(traffic: &mut u8, lively: &mut bool) {
     }
 }
 
+/// Chat traffic in one epoch of the ping clock after which a sleeping
+/// session keeps its socket in tokio's reactor until the epoch ends:
+/// waking there costs no system call, and moving a socket to the dorm and
+/// back costs four (a subscriber to a busy room would pay them per
+/// message until `LIVELY`). Below it (an idle connection, a quiet room,
+/// a client between a few requests) the socket rests in the dorm.
+const RESTLESS: u8 = 8;
+
 /// Rounds of work one poll of a session does before it yields, so a
 /// client that keeps its session busy cannot hold a worker thread.
 const ROUNDS: usize = 16;
@@ -603,12 +613,12 @@ struct Live<Io> {
     /// whether this epoch or the last one reached it.
     traffic: u8,
     lively: bool,
+    /// The dorm refused its socket once: it sleeps in tokio's reactor.
+    restless: bool,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
     gather_timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The dorm refused its socket once: it sleeps in tokio's reactor.
-    restless: bool,
     /// The connection's place (and the server's shared state).
     shared: Place,
 }
@@ -689,9 +699,9 @@ impl<Io: Stream> Live<Io> {
             waiting: false,
             traffic: 0,
             lively: false,
+            restless: false,
             write_timer: None,
             gather_timer: None,
-            restless: false,
             shared,
         }
     }
