@@ -225,19 +225,12 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    use std::sync::atomic::AtomicUsize;
 
-    struct Counter(AtomicUsize);
-
-    impl std::task::Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::testing::Counter;
 
     async fn until(counter: &Counter, n: usize) {
         for _ in 0..500 {
-            if counter.0.load(Ordering::SeqCst) >= n {
+            if counter.count() >= n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -254,11 +247,11 @@ mod tests {
         let other = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (other_server, _) = listener.accept().unwrap();
 
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let counter = Arc::new(Counter::default());
         let waker = Waker::from(counter.clone());
         let bed = dorm.lie_down(server.as_raw_fd(), &waker).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(counter.0.load(Ordering::SeqCst), 0, "woken with no input");
+        assert_eq!(counter.count(), 0, "woken with no input");
 
         client.write_all(b"x").unwrap();
         until(&counter, 1).await;
@@ -266,22 +259,18 @@ mod tests {
         dorm.get_up(server.as_raw_fd(), bed);
         client.write_all(b"y").unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            counter.0.load(Ordering::SeqCst),
-            1,
-            "woken after getting up"
-        );
+        assert_eq!(counter.count(), 1, "woken after getting up");
 
         // A socket that already has input wakes its sleeper as it lies down;
         // the freed bed is given out again.
-        let second = Arc::new(Counter(AtomicUsize::new(0)));
+        let second = Arc::new(Counter::default());
         let bed = dorm
             .lie_down(server.as_raw_fd(), &Waker::from(second.clone()))
             .unwrap();
         assert_eq!(bed.0, 0);
         until(&second, 1).await;
         // The client going away wakes it too.
-        let third = Arc::new(Counter(AtomicUsize::new(0)));
+        let third = Arc::new(Counter::default());
         let other_bed = dorm
             .lie_down(other_server.as_raw_fd(), &Waker::from(third.clone()))
             .unwrap();
@@ -289,21 +278,14 @@ mod tests {
         drop(other);
         until(&third, 1).await;
         // The clock's tick wakes every sleeper, input or not.
-        let (before, third_before) = (
-            second.0.load(Ordering::SeqCst),
-            third.0.load(Ordering::SeqCst),
-        );
+        let (before, third_before) = (second.count(), third.count());
         let mut from = Some(0);
         while let Some(at) = from {
             from = dorm.wake_slice(at);
         }
-        assert_eq!(second.0.load(Ordering::SeqCst), before + 1);
-        assert_eq!(third.0.load(Ordering::SeqCst), third_before + 1);
-        assert_eq!(
-            counter.0.load(Ordering::SeqCst),
-            1,
-            "woken after getting up"
-        );
+        assert_eq!(second.count(), before + 1);
+        assert_eq!(third.count(), third_before + 1);
+        assert_eq!(counter.count(), 1, "woken after getting up");
         dorm.get_up(server.as_raw_fd(), bed);
         dorm.get_up(other_server.as_raw_fd(), other_bed);
         dorm.stop();

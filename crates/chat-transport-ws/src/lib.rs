@@ -107,6 +107,8 @@ mod router;
 mod server;
 mod settings;
 mod stream;
+#[cfg(test)]
+mod testing;
 mod web;
 mod ws;
 

@@ -104,23 +104,14 @@ pub(crate) fn period(ping_interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
-    struct Counter(AtomicUsize);
-
-    impl std::task::Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::testing::Counter;
 
     #[test]
     fn a_tick_wakes_each_waiting_session_once_and_starts_an_epoch() {
         let clock = PingClock::default();
-        let counters: Vec<Arc<Counter>> = (0..3)
-            .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
-            .collect();
+        let counters: Vec<Arc<Counter>> = (0..3).map(|_| Arc::new(Counter::default())).collect();
         for c in &counters {
             let waker = Waker::from(c.clone());
             assert_eq!(clock.wait(&Context::from_waker(&waker)), 0);
@@ -128,13 +119,13 @@ mod tests {
         clock.tick();
         assert_eq!(clock.epoch(), 1);
         for c in &counters {
-            assert_eq!(c.0.load(Ordering::SeqCst), 1);
+            assert_eq!(c.count(), 1);
         }
         // Nobody waits now: the next tick wakes no one.
         clock.tick();
         assert_eq!(clock.epoch(), 2);
         for c in &counters {
-            assert_eq!(c.0.load(Ordering::SeqCst), 1);
+            assert_eq!(c.count(), 1);
         }
         assert_eq!(period(Duration::from_secs(30)), Duration::from_secs(15));
     }
