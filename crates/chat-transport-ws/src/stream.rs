@@ -77,11 +77,12 @@ fn lost() -> io::Error {
 impl Stream for Plain {
     fn rest(&mut self, dorm: &Dorm, waker: &Waker) -> Rest {
         use std::os::fd::AsRawFd;
-        let Plain::Up(_) = self else {
-            return Rest::Stays;
-        };
-        let Plain::Up(tokio) = std::mem::replace(self, Plain::Lost) else {
-            return Rest::Stays;
+        let tokio = match std::mem::replace(self, Plain::Lost) {
+            Plain::Up(tokio) => tokio,
+            other => {
+                *self = other;
+                return Rest::Stays;
+            }
         };
         let std = match tokio.into_std() {
             Ok(std) => std,
@@ -112,11 +113,12 @@ impl Stream for Plain {
 
     fn rise(&mut self, dorm: &Dorm) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let Plain::Resting(..) = self else {
-            return Ok(());
-        };
-        let Plain::Resting(std, bed) = std::mem::replace(self, Plain::Lost) else {
-            return Ok(());
+        let (std, bed) = match std::mem::replace(self, Plain::Lost) {
+            Plain::Resting(std, bed) => (std, bed),
+            other => {
+                *self = other;
+                return Ok(());
+            }
         };
         dorm.get_up(std.as_raw_fd(), bed);
         *self = Plain::Up(TcpStream::from_std(std)?);
