@@ -145,6 +145,9 @@ async fn run(o: Opts) -> Result<String, String> {
     } else {
         None
     };
+    if o.transport == args::TransportKind::Wss {
+        server_args.extend(["--https".to_owned(), "true".to_owned()]);
+    }
     let spawned = if o.spawn_server {
         Some(spawn::SpawnedServer::start(o.server_bin.as_deref(), &server_args).await?)
     } else {

@@ -41,6 +41,9 @@ pub enum TransportKind {
     Ws,
     /// TLS TCP, one JSON frame per line.
     Tcp,
+    /// WebSocket over TLS on the HTTP port (`wss://ADDR/ws`); a spawned
+    /// server is started with `--https true`.
+    Wss,
 }
 
 impl TransportKind {
@@ -49,6 +52,7 @@ impl TransportKind {
         match self {
             TransportKind::Ws => "ws",
             TransportKind::Tcp => "tcp",
+            TransportKind::Wss => "wss",
         }
     }
 }
@@ -308,11 +312,7 @@ impl Opts {
                     o.transport = match args.next().as_deref() {
                         Some("ws") => TransportKind::Ws,
                         Some("tcp") => TransportKind::Tcp,
-                        Some("wss") => {
-                            return Err("--transport wss is not supported by this build \
-                                        (needs tokio-rustls as a dev-dependency)"
-                                .into())
-                        }
+                        Some("wss") => TransportKind::Wss,
                         other => return Err(format!("bad --transport {other:?}")),
                     }
                 }
@@ -389,21 +389,24 @@ impl Opts {
             o.check_cluster()?;
         } else if !o.spawn_server {
             let need = match o.transport {
-                TransportKind::Ws => o.http.is_none(),
+                TransportKind::Ws | TransportKind::Wss => o.http.is_none(),
                 TransportKind::Tcp => o.tcp.is_none(),
             };
             if need {
                 return Err(format!(
                     "give --spawn-server, or the server address (--{})",
-                    if o.transport == TransportKind::Ws {
+                    if o.transport != TransportKind::Tcp {
                         "http"
                     } else {
                         "tcp"
                     }
                 ));
             }
-            if o.transport == TransportKind::Tcp && o.fingerprint.is_none() && !o.insecure {
-                return Err("--transport tcp needs --fingerprint FP or --insecure".into());
+            if o.transport != TransportKind::Ws && o.fingerprint.is_none() && !o.insecure {
+                return Err(format!(
+                    "--transport {} needs --fingerprint FP or --insecure",
+                    o.transport.name()
+                ));
             }
         }
         Ok(Some(o))

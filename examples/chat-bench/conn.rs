@@ -12,10 +12,15 @@ use std::time::Instant;
 use chat_core::{ClientFrame, Codec, Cursor, Request, ServerFrame};
 use chat_transport_tcp::client::{Connector, FrameReader, FrameWriter};
 use futures_util::{SinkExt, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 /// Microseconds since this process started (the clock of the embedded
 /// send timestamps: publishers and subscribers share the process).
@@ -38,10 +43,12 @@ pub fn wall_us() -> u64 {
 /// Where and how to connect.
 #[derive(Clone)]
 pub enum Target {
-    /// `ws://ADDR/ws`.
+    /// `ws://ADDR/ws`, or `wss://` with a TLS connector.
     Ws {
+        addr: String,
         url: String,
         config: WebSocketConfig,
+        tls: Option<tokio_rustls::TlsConnector>,
     },
     /// TLS TCP.
     Tcp { addr: String, connector: Connector },
@@ -55,15 +62,120 @@ impl Target {
             .write_buffer_size(0)
             .max_message_size(Some(16 << 20));
         Target::Ws {
+            addr: addr.to_owned(),
             url: format!("ws://{addr}/ws"),
             config,
+            tls: None,
+        }
+    }
+
+    /// A WebSocket target over TLS (`wss://`), trusting what `config`
+    /// trusts.
+    pub fn wss(addr: &str, config: Arc<rustls::ClientConfig>) -> Target {
+        match Target::ws(addr) {
+            Target::Ws { config: ws, .. } => Target::Ws {
+                addr: addr.to_owned(),
+                url: format!("wss://{addr}/ws"),
+                config: ws,
+                tls: Some(tokio_rustls::TlsConnector::from(config)),
+            },
+            tcp => tcp,
+        }
+    }
+
+    /// A socket to the HTTP port, over TLS for `wss`.
+    async fn http_stream(&self) -> Result<Io, String> {
+        let Target::Ws { addr, tls, .. } = self else {
+            return Err("not an HTTP target".into());
+        };
+        let tcp = TcpStream::connect(addr.as_str())
+            .await
+            .map_err(|e| format!("connect: {}", io_reason(e)))?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(Io::Plain(tcp)),
+            Some(tls) => {
+                // The server's certificate is pinned (or not checked): the
+                // name is not what is verified.
+                let name = rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(|e| e.to_string())?;
+                let tls = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {}", io_reason(e)))?;
+                Ok(Io::Tls(Box::new(tls)))
+            }
+        }
+    }
+
+    /// `GET path` on the HTTP port (HTTPS for `wss`): the whole response,
+    /// or `None` for a TCP target or on any failure.
+    pub async fn http_get(&self, path: &str) -> Option<String> {
+        let go = async {
+            let mut s = self.http_stream().await.ok()?;
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.ok()?;
+            let mut buf = Vec::new();
+            // A TLS server may end without close_notify: what came counts.
+            let _ = s.read_to_end(&mut buf).await;
+            Some(String::from_utf8_lossy(&buf).into_owned())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), go)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// A client socket: plain TCP, or TLS over it.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
 /// A connected client.
 pub enum Conn {
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Ws(Box<WebSocketStream<Io>>),
     Tcp(FrameReader, FrameWriter),
 }
 
@@ -167,9 +279,10 @@ impl Conn {
     /// Connects and reads the server's `hello`.
     pub async fn connect(target: &Target) -> Result<Conn, String> {
         let mut conn = match target {
-            Target::Ws { url, config } => {
+            Target::Ws { url, config, .. } => {
+                let io = target.http_stream().await?;
                 let (ws, _) =
-                    tokio_tungstenite::connect_async_with_config(url.as_str(), Some(*config), true)
+                    tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(*config))
                         .await
                         .map_err(|e| format!("connect: {}", io_reason(e)))?;
                 Conn::Ws(Box::new(ws))

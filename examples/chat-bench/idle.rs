@@ -142,10 +142,8 @@ pub async fn run(
     let (after, anon_after) = (rss("VmRSS"), rss("RssAnon"));
     let client_after = procinfo::rss_kib("self");
     let metrics = match http {
-        Some(addr) if o.transport == crate::args::TransportKind::Ws => {
-            crate::cluster::http_get(addr, "/metrics").await.ok()
-        }
-        _ => None,
+        Some(_) => world.target.http_get("/metrics").await,
+        None => None,
     };
     let gauge = |name: &str| {
         metrics

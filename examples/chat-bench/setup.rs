@@ -91,18 +91,23 @@ pub fn target(
     tcp: Option<&str>,
     fp: Option<&str>,
 ) -> Result<Target, String> {
+    let trust = || match (fp, o.insecure) {
+        (Some(fp), _) => Ok(Trust::Fingerprint(
+            fp.parse()
+                .map_err(|e| format!("bad fingerprint {fp:?}: {e}"))?,
+        )),
+        (None, true) => Ok(Trust::Insecure),
+        (None, false) => Err("TLS needs --fingerprint or --insecure".to_owned()),
+    };
     match o.transport {
         TransportKind::Ws => Ok(Target::ws(http.ok_or("no HTTP address")?)),
+        TransportKind::Wss => {
+            let config = chat_transport_tcp::client::client_config(&trust()?)
+                .map_err(|e| format!("TLS setup: {e}"))?;
+            Ok(Target::wss(http.ok_or("no HTTP address")?, config))
+        }
         TransportKind::Tcp => {
-            let trust = match (fp, o.insecure) {
-                (Some(fp), _) => Trust::Fingerprint(
-                    fp.parse()
-                        .map_err(|e| format!("bad fingerprint {fp:?}: {e}"))?,
-                ),
-                (None, true) => Trust::Insecure,
-                (None, false) => return Err("TLS TCP needs --fingerprint or --insecure".into()),
-            };
-            let connector = Connector::new(&trust).map_err(|e| format!("TLS setup: {e}"))?;
+            let connector = Connector::new(&trust()?).map_err(|e| format!("TLS setup: {e}"))?;
             Ok(Target::Tcp {
                 addr: tcp.ok_or("no TCP address")?.to_owned(),
                 connector,

@@ -84,6 +84,7 @@ impl SpawnedServer {
                 if let Some(i) = words.iter().position(|w| *w == "browser:") {
                     http = words.get(i + 1).map(|u| {
                         u.trim_start_matches("http://")
+                            .trim_start_matches("https://")
                             .trim_end_matches('/')
                             .to_owned()
                     });

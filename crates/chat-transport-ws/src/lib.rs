@@ -109,6 +109,7 @@ mod settings;
 mod stream;
 #[cfg(test)]
 mod testing;
+mod tls;
 mod web;
 mod ws;
 

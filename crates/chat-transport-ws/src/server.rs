@@ -24,7 +24,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::dorm::Dorm;
@@ -53,7 +52,7 @@ pub(crate) struct Shared {
     pub(crate) dorm: Option<Arc<Dorm>>,
     /// Slots under `max_connections`.
     limit: Semaphore,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The dorm's task, stopped with the server whichever way `serve` ends.
@@ -152,7 +151,7 @@ where
         }
     };
     let shared = Arc::new(Shared {
-        tls: settings.tls.clone().map(TlsAcceptor::from),
+        tls: settings.tls.clone(),
         engine: engine.clone(),
         uploads: Semaphore::new(settings.max_http_uploads),
         settings,
@@ -354,9 +353,9 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, slot: Slot) -> Option<Upgr
     let _ = tcp.set_nodelay(true);
     let pending = match shared.tls.clone() {
         None => http(shared.clone(), tcp, peer).await,
-        Some(acceptor) => {
+        Some(config) => {
             let timeout = shared.settings.handshake_timeout;
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(timeout, crate::tls::accept(tcp, config)).await {
                 Ok(Ok(tls)) => http(shared.clone(), tls, peer).await,
                 Ok(Err(e)) => {
                     shared.stats.tls_failures.inc();

@@ -1,6 +1,7 @@
 //! The streams a WebSocket session runs over, and how each sleeps: a plain
 //! socket leaves tokio's reactor for the server's [`Dorm`] while its
-//! session sleeps; hyper's upgraded stream (TLS) stays where it is.
+//! session sleeps, and so does a TLS one ([`Tls`](crate::tls::Tls) runs
+//! over [`Plain`]); any other stream hyper upgraded stays where it is.
 
 use std::io;
 use std::pin::Pin;
@@ -53,10 +54,16 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn write_resting(&mut self, _buf: &[u8]) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
+
+    /// Whether bytes written wait in the stream itself for a flush (TLS
+    /// records the socket did not take).
+    fn buffered(&self) -> bool {
+        false
+    }
 }
 
-/// TLS (and any stream hyper upgraded but did not hand over as a
-/// `TcpStream`) keeps its registration while the session sleeps.
+/// A stream hyper upgraded but did not hand over as one of ours keeps its
+/// registration while the session sleeps.
 impl Stream for TokioIo<hyper::upgrade::Upgraded> {}
 
 /// A plain connection's socket: in tokio's reactor while its session runs,

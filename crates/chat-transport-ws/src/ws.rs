@@ -48,7 +48,7 @@ use hyper::header::{
 };
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -56,6 +56,7 @@ use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, In
 use crate::http::{self, Body};
 use crate::server::{Place, Shared};
 use crate::stream::{Plain, Rest, Stream};
+use crate::tls::Tls;
 
 /// An accepted upgrade waiting for hyper to hand the socket over.
 pub(crate) struct PendingWs {
@@ -222,7 +223,7 @@ struct Socket<Io> {
     unflushed: bool,
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
+impl<Io: Stream> Socket<Io> {
     /// Reads up to `max` bytes into the thread's shared buffer and hands
     /// them to `take`; 0 means end of stream.
     fn poll_read(
@@ -245,7 +246,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
 
     /// Whether frames are waiting to be written or flushed.
     fn has_output(&self) -> bool {
-        self.written < self.out.len() || self.unflushed
+        self.written < self.out.len() || self.unflushed || self.io.buffered()
     }
 
     /// Writes everything queued, then flushes.
@@ -262,7 +263,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
             self.out = Vec::new();
             self.written = 0;
         }
-        if self.unflushed {
+        if self.unflushed || self.io.buffered() {
             ready!(Pin::new(&mut self.io).poll_flush(cx))?;
             self.unflushed = false;
         }
@@ -271,7 +272,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
 }
 
 /// Reads more of the client's bytes into `dec`; 0 means end of stream.
-async fn read_more<Io: AsyncRead + AsyncWrite + Unpin>(
+async fn read_more<Io: Stream>(
     sock: &mut Socket<Io>,
     dec: &mut Decoder,
     max: usize,
@@ -280,10 +281,7 @@ async fn read_more<Io: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Writes what is queued, bounded by `timeout`.
-async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
-    sock: &mut Socket<Io>,
-    timeout: Duration,
-) -> io::Result<()> {
+async fn drain<Io: Stream>(sock: &mut Socket<Io>, timeout: Duration) -> io::Result<()> {
     let write = std::future::poll_fn(|cx| sock.poll_drain(cx));
     match tokio::time::timeout(timeout, write).await {
         Ok(r) => r,
@@ -307,9 +305,10 @@ pub(crate) fn run(mut pending: PendingWs, place: Place) -> impl Future<Output = 
 }
 
 /// The session once hyper hands the socket over: a plain connection is
-/// driven as the `TcpStream` itself, without hyper's boxed wrapper; TLS
-/// goes through the wrapper, its session boxed so that plain sessions'
-/// tasks are not sized for both.
+/// driven as the `TcpStream` itself, a TLS one as our [`Tls`], both
+/// without hyper's boxed wrapper (any other stream keeps it); the TLS
+/// session's future is boxed so that plain sessions' tasks are not sized
+/// for both.
 fn start(
     place: Place,
     upgraded: hyper::Result<hyper::upgrade::Upgraded>,
@@ -334,16 +333,28 @@ fn start(
             )),
             Arc::new(Wakeup::default()),
         )),
-        Err(upgraded) => Either::Right(Box::pin(session(
-            Box::new(Live::new(
-                place,
-                TokioIo::new(upgraded),
-                Bytes::new(),
-                permit,
-                peer,
-            )),
-            Arc::new(Wakeup::default()),
-        ))),
+        Err(upgraded) => match upgraded.downcast::<TokioIo<Tls>>() {
+            Ok(parts) => Either::Right(Box::pin(session(
+                Box::new(Live::new(
+                    place,
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    permit,
+                    peer,
+                )),
+                Arc::new(Wakeup::default()),
+            ))),
+            Err(upgraded) => Either::Right(Box::pin(session(
+                Box::new(Live::new(
+                    place,
+                    TokioIo::new(upgraded),
+                    Bytes::new(),
+                    permit,
+                    peer,
+                )),
+                Arc::new(Wakeup::default()),
+            ))),
+        },
     }
 }
 
@@ -957,7 +968,8 @@ impl<Io: Stream> Live<Io> {
             sock.out = Vec::new();
             sock.written = 0;
         }
-        Ok(false)
+        // TLS records the socket did not take: the running session flushes.
+        Ok(sock.io.buffered())
     }
 
     /// At each epoch of the server's ping clock: closes a client quiet for
@@ -999,7 +1011,7 @@ impl<Io: Stream> Live<Io> {
 
 /// Sends the `closing` frame and the Close (unless the client went away or
 /// closed first), then waits, bounded, for the client's side of the close.
-async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
+async fn finish<Io: Stream>(
     shared: &Shared,
     sock: &mut Socket<Io>,
     dec: &mut Decoder,
@@ -1087,7 +1099,7 @@ async fn finish<Io: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Ends the stream cleanly (TLS close_notify, then FIN), bounded.
-async fn shut_down<Io: AsyncRead + AsyncWrite + Unpin>(sock: &mut Socket<Io>, timeout: Duration) {
+async fn shut_down<Io: Stream>(sock: &mut Socket<Io>, timeout: Duration) {
     let shutdown = std::future::poll_fn(|cx| Pin::new(&mut sock.io).poll_shutdown(cx));
     let _ = tokio::time::timeout(timeout, shutdown).await;
 }

@@ -450,11 +450,30 @@ async fn silent_clients_are_pinged_then_closed_as_idle() {
 
 /// Reads `/metrics` until `line` is in it (bounded).
 async fn until_metric(addr: std::net::SocketAddr, line: &str) {
+    until_metric_via(addr, None, line).await;
+}
+
+/// `/metrics` over plain HTTP, or over HTTPS through `tls`.
+async fn metrics_text(
+    addr: std::net::SocketAddr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> String {
+    match tls {
+        None => support::http(addr, "GET", "/metrics", None, None).await,
+        Some(tls) => support::https(addr, tls, "GET", "/metrics").await,
+    }
+    .text()
+}
+
+/// Waits until `/metrics` (read through `tls` if given) has `line`.
+async fn until_metric_via(
+    addr: std::net::SocketAddr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    line: &str,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let text = support::http(addr, "GET", "/metrics", None, None)
-            .await
-            .text();
+        let text = metrics_text(addr, tls).await;
         if text.contains(line) {
             return;
         }
@@ -468,9 +487,16 @@ async fn until_metric(addr: std::net::SocketAddr, line: &str) {
 
 /// The value of a counter or gauge in `/metrics`.
 async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let text = support::http(addr, "GET", "/metrics", None, None)
-        .await
-        .text();
+    metric_via(addr, None, name).await
+}
+
+/// [`metric`], read through `tls` if given.
+async fn metric_via(
+    addr: std::net::SocketAddr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    name: &str,
+) -> u64 {
+    let text = metrics_text(addr, tls).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
@@ -591,6 +617,90 @@ async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
     // The shutdown wakes every sleeper to say goodbye.
     server.shutdown();
     for c in quiet.iter_mut().chain([&mut alice, &mut bob]) {
+        let (_, code) = c.until_close().await;
+        assert_eq!(code, Some(1001));
+    }
+    server.stop().await.unwrap();
+}
+
+/// WSS sessions sleep like plain ones, and their sockets rest in the dorm
+/// too (TLS runs over the same socket type, its buffers released): the
+/// fan-out wakes a subscriber and is delivered, the client's frames are
+/// read, a keep-alive is answered at rest, a hang-up ends the session,
+/// and the shutdown reaches every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_sessions_rest_in_the_dorm_and_wake_for_what_they_wait_on() {
+    let (server_cfg, client_cfg) = support::tls_pair();
+    let mut server = TestServer::start(
+        support::settings()
+            .tls(server_cfg)
+            .ping_interval(Duration::from_secs(2))
+            .close_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    let tls = tokio_rustls::TlsConnector::from(client_cfg);
+    let addr = server.addr;
+    let mut alice = support::wss_connect(addr, &tls).await;
+    let mut bob = support::wss_connect(addr, &tls).await;
+    support::two_in_a_room(&mut alice, "alice", &mut bob, "bob", "lobby").await;
+    let r = bob
+        .call(json!({"type": "subscribe", "rooms": [{"room": "lobby"}]}))
+        .await;
+    assert!(matches!(r, ServerFrame::Subscribed { .. }), "{r:?}");
+    let mut quiet = Vec::new();
+    for _ in 0..10 {
+        quiet.push(support::wss_connect(addr, &tls).await);
+    }
+    until_metric_via(addr, Some(&tls), "chat_ws_sockets_resting 12\n").await;
+
+    for i in 0..3 {
+        let ack = alice
+            .call(json!({"type": "send", "room": "lobby", "body": format!("m{i}")}))
+            .await;
+        assert!(matches!(ack, ServerFrame::Ack { .. }), "{ack:?}");
+        let got = bob
+            .next_matching(|f| matches!(f, ServerFrame::Message { .. }))
+            .await;
+        assert!(
+            matches!(&got, ServerFrame::Message { message, .. } if message.body == format!("m{i}")),
+            "{got:?}"
+        );
+        until_metric_via(addr, Some(&tls), "chat_ws_sockets_resting 12\n").await;
+    }
+
+    let risen = metric_via(addr, Some(&tls), "chat_ws_sockets_risen_total").await;
+    assert!(risen >= 3, "{risen} sockets taken back for three messages");
+    futures_util::SinkExt::send(
+        &mut quiet[1].ws,
+        tokio_tungstenite::tungstenite::Message::Ping(b"still there?".to_vec().into()),
+    )
+    .await
+    .unwrap();
+    let ponged = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match futures_util::StreamExt::next(&mut quiet[1].ws).await {
+                Some(Ok(m)) if m.is_pong() => return m.into_data(),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(ponged.unwrap().as_ref(), b"still there?");
+    assert_eq!(
+        metric_via(addr, Some(&tls), "chat_ws_sockets_risen_total").await,
+        risen
+    );
+
+    drop(quiet.pop());
+    until_metric_via(addr, Some(&tls), "chat_ws_sockets_resting 11\n").await;
+
+    server.shutdown();
+    for c in quiet.iter_mut() {
+        let (_, code) = c.until_close().await;
+        assert_eq!(code, Some(1001));
+    }
+    for c in [&mut alice, &mut bob] {
         let (_, code) = c.until_close().await;
         assert_eq!(code, Some(1001));
     }

@@ -320,7 +320,49 @@ pub async fn http_raw(
     body: Bytes,
 ) -> HttpReply {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    http_on(tcp, addr, method, path, token, body).await
+}
+
+/// A request over HTTPS, trusting what `connector` trusts for `localhost`.
+pub async fn https(
+    addr: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    method: &str,
+    path: &str,
+) -> HttpReply {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    http_on(tls, addr, method, path, None, Bytes::new()).await
+}
+
+/// A WebSocket over TLS, trusting what `connector` trusts for `localhost`.
+pub async fn wss_connect(
+    addr: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (ws, res) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 101);
+    Client::new(ws).await
+}
+
+async fn http_on<I>(
+    io: I,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Bytes,
+) -> HttpReply
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .unwrap();
     tokio::spawn(conn);

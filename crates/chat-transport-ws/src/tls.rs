@@ -1,0 +1,685 @@
+//! HTTPS and WSS on rustls' unbuffered API: a TLS connection that holds
+//! no buffer while it is idle, and whose socket rests in the dorm like a
+//! plain one.
+//!
+//! rustls' buffered `ServerConnection` keeps a 4 KiB receive buffer for a
+//! connection's whole life, and tokio-rustls keeps the socket in tokio's
+//! reactor: together more than the 4 KiB an idle TLS connection may cost.
+//! [`Tls`] drives an `UnbufferedServerConnection` over a [`Plain`] socket
+//! with three buffers of its own, each allocated only while it holds
+//! bytes: ciphertext received that is not yet a whole record, plaintext
+//! decrypted and not yet read, ciphertext encrypted and not yet sent.
+//! What an idle WSS connection keeps of TLS is rustls' state: the record
+//! keys and the protocol state machine.
+//!
+//! Reads go through a buffer the worker thread shares; records are
+//! decrypted as soon as they are whole. Writes are encrypted into the
+//! outgoing buffer at once (at most [`MAX_PENDING_OUT`] bytes wait there
+//! before a write waits for the socket) and sent on flush.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::dorm::Dorm;
+use crate::stream::{Plain, Rest, Stream};
+
+/// Ciphertext read from the socket per read, into the thread's shared
+/// buffer: a whole TLS record and its header.
+const READ_CHUNK: usize = 16 * 1024 + 325;
+
+/// Most ciphertext held waiting for a record to complete: a handshake
+/// message may span records (rustls accepts up to 64 KiB), and one record
+/// with its header is at most 18,437 bytes.
+const MAX_INCOMING: usize = 64 * 1024 + 18_437;
+
+/// Most ciphertext waiting to be sent before a write waits for the socket
+/// (also the most plaintext one write takes).
+pub(crate) const MAX_PENDING_OUT: usize = 64 * 1024;
+
+/// How long a failed handshake may spend sending its alert.
+const ALERT_TIMEOUT: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// The ciphertext read buffer the worker thread's connections share.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What [`Tls::process`] is asked to do once the connection may write.
+enum Want<'a> {
+    Nothing,
+    Encrypt(&'a [u8]),
+    CloseNotify,
+}
+
+/// Where [`Tls::process`] left the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The handshake needs more from the client.
+    Handshaking,
+    /// Application data may be written.
+    Open,
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+/// A server-side TLS connection over a [`Plain`] socket.
+pub(crate) struct Tls {
+    io: Plain,
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not yet processed: part of a record.
+    incoming: Vec<u8>,
+    /// Plaintext decrypted and not yet read, from `plain_at` on.
+    plain: Vec<u8>,
+    plain_at: usize,
+    /// Ciphertext not yet sent, from `sent` on.
+    out: Vec<u8>,
+    sent: usize,
+    /// The client sent close_notify, or closed the socket.
+    peer_closed: bool,
+    /// Our close_notify is queued.
+    closing: bool,
+    /// rustls reported an error: it is never given input again (its
+    /// alert, queued once, is all it still has to say).
+    failed: bool,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("io", &self.io)
+            .field("incoming", &self.incoming.len())
+            .field("plain", &(self.plain.len() - self.plain_at))
+            .field("out", &(self.out.len() - self.sent))
+            .field("peer_closed", &self.peer_closed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tls_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Runs the server's side of the TLS handshake on `tcp`. Bound it with a
+/// timeout: a client that stops halfway is waited for.
+pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls> {
+    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+    let mut tls = Tls {
+        io: Plain::Up(tcp),
+        conn,
+        incoming: Vec::new(),
+        plain: Vec::new(),
+        plain_at: 0,
+        out: Vec::new(),
+        sent: 0,
+        peer_closed: false,
+        closing: false,
+        failed: false,
+    };
+    loop {
+        let phase = match tls.process(Want::Nothing, None) {
+            Ok(phase) => phase,
+            Err(e) => {
+                // The alert rustls queued (a TLS 1.0 client learns
+                // `protocol_version`, and so on), sent if it can be.
+                let _ = tokio::time::timeout(ALERT_TIMEOUT, poll_fn(|cx| tls.poll_send(cx))).await;
+                return Err(e);
+            }
+        };
+        poll_fn(|cx| tls.poll_send(cx)).await?;
+        match phase {
+            Phase::Open => return Ok(tls),
+            Phase::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Phase::Handshaking if tls.peer_closed => {
+                return Err(io::ErrorKind::UnexpectedEof.into())
+            }
+            Phase::Handshaking => {
+                if poll_fn(|cx| tls.poll_fill(cx)).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+    }
+}
+
+impl Tls {
+    /// Processes what was received (records decrypted into `dst`, then
+    /// into `plain` when `dst` is full; handshake messages and alerts
+    /// encoded into `out`) until rustls needs more from the client or may
+    /// write, then does `want`.
+    fn process(&mut self, want: Want<'_>, dst: Option<&mut ReadBuf<'_>>) -> io::Result<Phase> {
+        if self.failed {
+            return Err(tls_error("the TLS connection failed"));
+        }
+        let result = self.pump(want, dst);
+        if result.is_err() {
+            self.failed = true;
+            self.incoming = Vec::new();
+            self.queue_alert();
+        }
+        result
+    }
+
+    /// Encodes the alert rustls queued with its error into `out`. Asked
+    /// with no input: given the bytes that failed again, rustls would
+    /// fail (and alert) a second time.
+    fn queue_alert(&mut self) {
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    let wrote = grow_and_write(&mut self.out, 64, |buf| encoded(data.encode(buf)));
+                    if wrote.is_err() {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
+                _ => return,
+            }
+        }
+    }
+
+    /// [`Tls::process`] itself.
+    fn pump(&mut self, want: Want<'_>, mut dst: Option<&mut ReadBuf<'_>>) -> io::Result<Phase> {
+        let mut want = Some(want);
+        let mut at = 0;
+        let result = 'pump: loop {
+            let status = self.conn.process_tls_records(&mut self.incoming[at..]);
+            let mut discard = status.discard;
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    at += discard;
+                    break Err(tls_error(e));
+                }
+            };
+            let phase = match state {
+                ConnectionState::ReadTraffic(mut records) => {
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                deliver(&mut self.plain, &mut dst, record.payload);
+                            }
+                            Err(e) => {
+                                at += discard;
+                                break 'pump Err(tls_error(e));
+                            }
+                        }
+                    }
+                    None
+                }
+                // Early data is off (rustls' default): drained all the same.
+                ConnectionState::ReadEarlyData(mut records) => {
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                deliver(&mut self.plain, &mut dst, record.payload);
+                            }
+                            Err(e) => {
+                                at += discard;
+                                break 'pump Err(tls_error(e));
+                            }
+                        }
+                    }
+                    None
+                }
+                ConnectionState::EncodeTlsData(mut data) => {
+                    match grow_and_write(&mut self.out, 512, |buf| encoded(data.encode(buf))) {
+                        Ok(()) => None,
+                        Err(e) => {
+                            at += discard;
+                            break Err(e);
+                        }
+                    }
+                }
+                // What was encoded is in `out`, sent before anything later.
+                ConnectionState::TransmitTlsData(data) => {
+                    data.done();
+                    None
+                }
+                ConnectionState::BlockedHandshake => Some(Phase::Handshaking),
+                ConnectionState::PeerClosed => {
+                    self.peer_closed = true;
+                    None
+                }
+                ConnectionState::Closed => Some(Phase::Closed),
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    let wrote = match want.take() {
+                        Some(Want::Encrypt(data)) => {
+                            // Records add at most 29 bytes each (TLS 1.2 GCM).
+                            let guess = data.len() + (data.len() / 16_384 + 1) * 32;
+                            grow_and_write(&mut self.out, guess, |buf| {
+                                encrypted(traffic.encrypt(data, buf))
+                            })
+                        }
+                        Some(Want::CloseNotify) => grow_and_write(&mut self.out, 64, |buf| {
+                            encrypted(traffic.queue_close_notify(buf))
+                        }),
+                        Some(Want::Nothing) | None => Ok(()),
+                    };
+                    if let Err(e) = wrote {
+                        at += discard;
+                        break Err(e);
+                    }
+                    Some(Phase::Open)
+                }
+                _ => {
+                    at += discard;
+                    break Err(tls_error("unexpected TLS connection state"));
+                }
+            };
+            at += discard;
+            if let Some(phase) = phase {
+                break Ok(phase);
+            }
+        };
+        // What is left is part of a record; nothing at all, usually.
+        if at >= self.incoming.len() {
+            self.incoming = Vec::new();
+        } else if at > 0 {
+            self.incoming.drain(..at);
+        }
+        result
+    }
+
+    /// Copies decrypted bytes not yet read into `dst`; whether it copied
+    /// any.
+    fn take_plain(&mut self, dst: &mut ReadBuf<'_>) -> bool {
+        let left = &self.plain[self.plain_at..];
+        if left.is_empty() || dst.remaining() == 0 {
+            return false;
+        }
+        let n = left.len().min(dst.remaining());
+        dst.put_slice(&left[..n]);
+        self.plain_at += n;
+        if self.plain_at == self.plain.len() {
+            self.plain = Vec::new();
+            self.plain_at = 0;
+        }
+        true
+    }
+
+    /// Reads more ciphertext from the socket; 0 at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.incoming.len() >= MAX_INCOMING {
+            return Poll::Ready(Err(tls_error("TLS record too large")));
+        }
+        let (io, incoming) = (&mut self.io, &mut self.incoming);
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < READ_CHUNK {
+                scratch.resize(READ_CHUNK, 0);
+            }
+            let mut rb = ReadBuf::new(&mut scratch[..READ_CHUNK]);
+            ready!(Pin::new(io).poll_read(cx, &mut rb))?;
+            incoming.extend_from_slice(rb.filled());
+            Poll::Ready(Ok(rb.filled().len()))
+        })
+    }
+
+    /// While resting: reads what ciphertext has arrived, without waiting.
+    fn fill_resting(&mut self) -> io::Result<usize> {
+        if self.incoming.len() >= MAX_INCOMING {
+            return Err(tls_error("TLS record too large"));
+        }
+        let (io, incoming) = (&mut self.io, &mut self.incoming);
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < READ_CHUNK {
+                scratch.resize(READ_CHUNK, 0);
+            }
+            let n = io.read_resting(&mut scratch[..READ_CHUNK])?;
+            incoming.extend_from_slice(&scratch[..n]);
+            Ok(n)
+        })
+    }
+
+    /// Whether ciphertext waits to be sent.
+    fn has_out(&self) -> bool {
+        self.sent < self.out.len()
+    }
+
+    /// Sends the ciphertext waiting, then releases its buffer.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.out = Vec::new();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// While resting: sends what the socket takes without waiting.
+    fn send_resting(&mut self) -> io::Result<()> {
+        while self.sent < self.out.len() {
+            match self.io.write_resting(&self.out[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out = Vec::new();
+        self.sent = 0;
+        Ok(())
+    }
+
+    /// Bytes the connection holds in its own buffers (capacities).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.incoming.capacity() + self.plain.capacity() + self.out.capacity()
+    }
+}
+
+/// Hands decrypted bytes to the reader's buffer, the rest (or all, when
+/// earlier bytes already wait) to `plain`.
+fn deliver(plain: &mut Vec<u8>, dst: &mut Option<&mut ReadBuf<'_>>, mut payload: &[u8]) {
+    if let Some(dst) = dst.as_deref_mut().filter(|_| plain.is_empty()) {
+        let n = payload.len().min(dst.remaining());
+        dst.put_slice(&payload[..n]);
+        payload = &payload[n..];
+    }
+    plain.extend_from_slice(payload);
+}
+
+/// What an encoding wrote, or the room it needs.
+fn encoded(r: Result<usize, EncodeError>) -> io::Result<Result<usize, usize>> {
+    match r {
+        Ok(n) => Ok(Ok(n)),
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            Ok(Err(required_size))
+        }
+        Err(e) => Err(tls_error(e)),
+    }
+}
+
+/// What an encryption wrote, or the room it needs.
+fn encrypted(r: Result<usize, EncryptError>) -> io::Result<Result<usize, usize>> {
+    match r {
+        Ok(n) => Ok(Ok(n)),
+        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            Ok(Err(required_size))
+        }
+        Err(e) => Err(tls_error(e)),
+    }
+}
+
+/// Appends to `out` what `write` puts in its spare room (`guess` bytes
+/// first, then as many as it says it needs).
+fn grow_and_write(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut write: impl FnMut(&mut [u8]) -> io::Result<Result<usize, usize>>,
+) -> io::Result<()> {
+    let len = out.len();
+    let mut room = guess;
+    for _ in 0..2 {
+        out.resize(len + room, 0);
+        match write(&mut out[len..]) {
+            Ok(Ok(n)) => {
+                out.truncate(len + n);
+                return Ok(());
+            }
+            Ok(Err(needed)) => room = needed,
+            Err(e) => {
+                out.truncate(len);
+                return Err(e);
+            }
+        }
+    }
+    out.truncate(len);
+    Err(tls_error("TLS output kept growing"))
+}
+
+impl AsyncRead for Tls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if this.take_plain(buf) {
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            this.process(Want::Nothing, Some(buf))?;
+            // What reading produced (an alert, an answer to a key update)
+            // goes out as the socket takes it.
+            if this.has_out() {
+                if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if buf.filled().len() > before || this.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            if ready!(this.poll_fill(cx))? == 0 {
+                if !this.incoming.is_empty() {
+                    return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                }
+                this.peer_closed = true;
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Tls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() - this.sent >= MAX_PENDING_OUT {
+            ready!(this.poll_send(cx))?;
+        }
+        let n = buf.len().min(MAX_PENDING_OUT);
+        match this.process(Want::Encrypt(&buf[..n]), None)? {
+            Phase::Open => Poll::Ready(Ok(n)),
+            Phase::Handshaking => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+            Phase::Closed => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_send(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.closing {
+            this.closing = true;
+            this.process(Want::CloseNotify, None)?;
+        }
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+impl Stream for Tls {
+    fn rest(&mut self, dorm: &Dorm, waker: &Waker) -> Rest {
+        self.io.rest(dorm, waker)
+    }
+
+    fn resting(&self) -> bool {
+        self.io.resting()
+    }
+
+    fn rise(&mut self, dorm: &Dorm) -> io::Result<()> {
+        self.io.rise(dorm)
+    }
+
+    /// Decrypts what has arrived. `Interrupted` when reading produced TLS
+    /// output the socket would not take at rest: the session rises, and
+    /// its flush sends it.
+    fn read_resting(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut dst = ReadBuf::new(&mut *buf);
+            if self.take_plain(&mut dst) {
+                return Ok(dst.filled().len());
+            }
+            self.process(Want::Nothing, Some(&mut dst))?;
+            let n = dst.filled().len();
+            self.send_resting()?;
+            if self.has_out() {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            if n > 0 || self.peer_closed {
+                return Ok(n);
+            }
+            if self.fill_resting()? == 0 {
+                if !self.incoming.is_empty() {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                self.peer_closed = true;
+            }
+        }
+    }
+
+    /// Encrypts all of `buf` and sends what the socket takes; the rest
+    /// waits for the session to rise and flush ([`Stream::buffered`]).
+    fn write_resting(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send_resting()?;
+        if self.has_out() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(MAX_PENDING_OUT);
+        match self.process(Want::Encrypt(&buf[..n]), None)? {
+            Phase::Open => {}
+            Phase::Handshaking => return Err(io::ErrorKind::NotConnected.into()),
+            Phase::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
+        }
+        self.send_resting()?;
+        Ok(n)
+    }
+
+    fn buffered(&self) -> bool {
+        self.has_out()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn configs(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = ck.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// A handshake, then an exchange both ways of `len` bytes (many
+    /// records when large), then the client's close_notify: read as the
+    /// end of the stream. The server's buffers are all released between.
+    async fn exchange(versions: &[&'static rustls::SupportedProtocolVersion], len: usize) {
+        let (server_cfg, client_cfg) = configs(versions);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(client_cfg)
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            tls.write_all(&data).await.unwrap();
+            tls.flush().await.unwrap();
+            let mut back = vec![0; len];
+            tls.read_exact(&mut back).await.unwrap();
+            assert!(back == data, "echo differs");
+            tls.shutdown().await.unwrap();
+            // The server's close_notify, then the end.
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest).await;
+            assert!(rest.is_empty());
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = accept(tcp, server_cfg).await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = vec![0; 1000];
+        while got.len() < len {
+            let n = tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "end of stream after {} bytes", got.len());
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(tls.held(), 0, "buffers kept after reading everything");
+        tls.write_all(&got).await.unwrap();
+        tls.flush().await.unwrap();
+        assert_eq!(tls.held(), 0, "buffers kept after a flush");
+        assert_eq!(tls.read(&mut chunk).await.unwrap(), 0);
+        tls.shutdown().await.unwrap();
+        client.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tls13_exchanges_small_and_many_record_messages() {
+        exchange(&[&rustls::version::TLS13], 100).await;
+        exchange(&[&rustls::version::TLS13], 200_000).await;
+    }
+
+    #[tokio::test]
+    async fn tls12_exchanges_small_and_many_record_messages() {
+        exchange(&[&rustls::version::TLS12], 100).await;
+        exchange(&[&rustls::version::TLS12], 200_000).await;
+    }
+
+    #[tokio::test]
+    async fn a_client_that_is_not_tls_fails_the_handshake_with_an_alert() {
+        let (server_cfg, _) = configs(&[&rustls::version::TLS13]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer).await;
+            answer
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        assert!(accept(tcp, server_cfg).await.is_err());
+        let answer = client.await.unwrap();
+        // An alert record (content type 21), not a silent close.
+        assert_eq!(answer.first(), Some(&21), "{answer:?}");
+    }
+}
