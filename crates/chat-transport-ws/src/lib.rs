@@ -1,5 +1,6 @@
 //! HTTP + WebSocket transport for [`chat_core`]: serves an [`Engine`] on
-//! hyper 1.x, with optional TLS through tokio-rustls.
+//! hyper 1.x, with optional TLS through rustls (its unbuffered API: an
+//! idle TLS connection holds no buffer).
 //!
 //! One listener serves:
 //! - `GET /ws`: the chat protocol over WebSocket, one JSON frame
@@ -63,7 +64,9 @@
 //! # Layout
 //!
 //! - `server.rs`: [`serve`], the accept loop, TLS, HTTP connections and
-//!   shutdown; `router.rs`: routing and `/health`.
+//!   shutdown; `router.rs`: routing and `/health`; `tls.rs`: the TLS
+//!   stream; `stream.rs` and `dorm.rs`: where a sleeping session's socket
+//!   waits.
 //! - `ws.rs`: the upgrade and the WebSocket session; `frame.rs`: the
 //!   WebSocket framing (parsing the client's frames, encoding the
 //!   server's); `rest.rs`: the REST API;
@@ -102,6 +105,7 @@ pub mod fuzzing;
 mod http;
 pub mod metrics;
 mod ping;
+mod records;
 pub mod rest;
 mod router;
 mod server;

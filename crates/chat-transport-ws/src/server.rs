@@ -151,7 +151,13 @@ where
         }
     };
     let shared = Arc::new(Shared {
-        tls: settings.tls.clone(),
+        // Our records take over from rustls after each handshake, with
+        // the secrets it extracts (`tls.rs`): allowed once, here.
+        tls: settings.tls.as_deref().map(|config| {
+            let mut config = config.clone();
+            config.enable_secret_extraction = true;
+            Arc::new(config)
+        }),
         engine: engine.clone(),
         uploads: Semaphore::new(settings.max_http_uploads),
         settings,

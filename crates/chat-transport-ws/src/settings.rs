@@ -215,7 +215,9 @@ setters! {
 
 impl WsSettings {
     /// Serves HTTPS and WSS with this rustls configuration. Offer
-    /// `http/1.1` in its ALPN protocols (or none).
+    /// `http/1.1` in its ALPN protocols (or none). Leave 0-RTT off (its
+    /// `max_early_data_size` at 0, the default): early data would be read
+    /// as ordinary requests, which a replay could repeat.
     #[must_use]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);

@@ -5,12 +5,13 @@
 //! rustls' buffered `ServerConnection` keeps a 4 KiB receive buffer for a
 //! connection's whole life, and tokio-rustls keeps the socket in tokio's
 //! reactor: together more than the 4 KiB an idle TLS connection may cost.
-//! [`Tls`] drives an `UnbufferedServerConnection` over a [`Plain`] socket
-//! with three buffers of its own, each allocated only while it holds
-//! bytes: ciphertext received that is not yet a whole record, plaintext
-//! decrypted and not yet read, ciphertext encrypted and not yet sent.
-//! What an idle WSS connection keeps of TLS is rustls' state: the record
-//! keys and the protocol state machine.
+//! [`Tls`] drives an `UnbufferedServerConnection` through the handshake
+//! over a [`Plain`] socket, then hands its records to [`Records`] (rustls'
+//! record protection without the rest of its connection object), with
+//! three buffers of its own, each allocated only while it holds bytes:
+//! ciphertext received that is not yet a whole record, plaintext decrypted
+//! and not yet read, ciphertext encrypted and not yet sent. What an idle
+//! WSS connection keeps of TLS is its two keys and rustls' key schedule.
 //!
 //! Reads go through a buffer the worker thread shares; records are
 //! decrypted as soon as they are whole. Writes are encrypted into the
@@ -32,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::dorm::Dorm;
+use crate::records::{self, Records};
 use crate::stream::{Plain, Rest, Stream};
 
 /// Ciphertext read from the socket per read, into the thread's shared
@@ -73,10 +75,21 @@ enum Phase {
     Closed,
 }
 
+/// Who runs a connection's TLS.
+enum Session {
+    /// rustls, through the handshake (and a TLS 1.3 server's first flight,
+    /// until the client's Finished).
+    Handshake(Box<UnbufferedServerConnection>),
+    /// [`Records`], once the handshake is over.
+    Records(Box<Records>),
+    /// Neither: it failed moving from one to the other.
+    Gone,
+}
+
 /// A server-side TLS connection over a [`Plain`] socket.
 pub(crate) struct Tls {
     io: Plain,
-    conn: UnbufferedServerConnection,
+    session: Session,
     /// Ciphertext received and not yet processed: part of a record.
     incoming: Vec<u8>,
     /// Plaintext decrypted and not yet read, from `plain_at` on.
@@ -92,6 +105,9 @@ pub(crate) struct Tls {
     /// rustls reported an error: it is never given input again (its
     /// alert, queued once, is all it still has to say).
     failed: bool,
+    /// The config allows extracting secrets: [`Records`] take over after
+    /// the handshake (rustls refuses otherwise).
+    hand_over: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -106,17 +122,20 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-fn tls_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+pub(crate) fn tls_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 /// Runs the server's side of the TLS handshake on `tcp`. Bound it with a
-/// timeout: a client that stops halfway is waited for.
+/// timeout: a client that stops halfway is waited for. With
+/// `enable_secret_extraction` set in `config`, [`Records`] take the
+/// connection over once the handshake is over (the server sets it).
 pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls> {
+    let hand_over = config.enable_secret_extraction;
     let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
     let mut tls = Tls {
         io: Plain::Up(tcp),
-        conn,
+        session: Session::Handshake(Box::new(conn)),
         incoming: Vec::new(),
         plain: Vec::new(),
         plain_at: 0,
@@ -125,6 +144,7 @@ pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Res
         peer_closed: false,
         closing: false,
         failed: false,
+        hand_over,
     };
     loop {
         let phase = match tls.process(Want::Nothing, None) {
@@ -161,21 +181,83 @@ impl Tls {
         if self.failed {
             return Err(tls_error("the TLS connection failed"));
         }
-        let result = self.pump(want, dst);
-        if result.is_err() {
-            self.failed = true;
-            self.incoming = Vec::new();
-            self.queue_alert();
+        let result = match std::mem::replace(&mut self.session, Session::Gone) {
+            Session::Handshake(mut conn) => {
+                let result = self.pump(&mut conn, want, dst);
+                match result {
+                    Err(_) => {
+                        self.queue_alert(&mut conn);
+                        self.session = Session::Handshake(conn);
+                    }
+                    Ok(Phase::Open) if self.hand_over && records::ready(&conn) => {
+                        match Records::take_over(*conn) {
+                            Ok(records) => self.session = Session::Records(Box::new(records)),
+                            Err(e) => return self.fail(e),
+                        }
+                    }
+                    Ok(_) => self.session = Session::Handshake(conn),
+                }
+                result
+            }
+            Session::Records(mut records) => {
+                let result = self.run(&mut records, want, dst);
+                self.session = Session::Records(records);
+                result
+            }
+            Session::Gone => Err(tls_error("the TLS connection was lost")),
+        };
+        match result {
+            Err(e) => self.fail(e),
+            ok => ok,
         }
-        result
+    }
+
+    /// Marks the connection failed: rustls is never given input again.
+    fn fail(&mut self, e: io::Error) -> io::Result<Phase> {
+        self.failed = true;
+        self.incoming = Vec::new();
+        Err(e)
+    }
+
+    /// Reads and writes records once the handshake is over.
+    fn run(
+        &mut self,
+        records: &mut Records,
+        want: Want<'_>,
+        mut dst: Option<&mut ReadBuf<'_>>,
+    ) -> io::Result<Phase> {
+        if !self.peer_closed && !self.incoming.is_empty() {
+            let plain = &mut self.plain;
+            let opened = records.open(&mut self.incoming, &mut self.out, |payload| {
+                deliver(plain, &mut dst, payload);
+            })?;
+            self.peer_closed = opened.closed;
+            if opened.used >= self.incoming.len() || opened.closed {
+                self.incoming = Vec::new();
+            } else if opened.used > 0 {
+                self.incoming.drain(..opened.used);
+            }
+        }
+        match want {
+            Want::Nothing => {}
+            Want::Encrypt(_) if self.closing => return Err(io::ErrorKind::BrokenPipe.into()),
+            Want::Encrypt(data) => {
+                records.seal(rustls::ContentType::ApplicationData, data, &mut self.out)?
+            }
+            // A warning-level close_notify alert.
+            Want::CloseNotify => {
+                records.seal(rustls::ContentType::Alert, &[1, 0], &mut self.out)?
+            }
+        }
+        Ok(Phase::Open)
     }
 
     /// Encodes the alert rustls queued with its error into `out`. Asked
     /// with no input: given the bytes that failed again, rustls would
     /// fail (and alert) a second time.
-    fn queue_alert(&mut self) {
+    fn queue_alert(&mut self, conn: &mut UnbufferedServerConnection) {
         for _ in 0..4 {
-            let status = self.conn.process_tls_records(&mut []);
+            let status = conn.process_tls_records(&mut []);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
                     let wrote = grow_and_write(&mut self.out, 64, |buf| encoded(data.encode(buf)));
@@ -189,12 +271,17 @@ impl Tls {
         }
     }
 
-    /// [`Tls::process`] itself.
-    fn pump(&mut self, want: Want<'_>, mut dst: Option<&mut ReadBuf<'_>>) -> io::Result<Phase> {
+    /// [`Tls::process`] during the handshake.
+    fn pump(
+        &mut self,
+        conn: &mut UnbufferedServerConnection,
+        want: Want<'_>,
+        mut dst: Option<&mut ReadBuf<'_>>,
+    ) -> io::Result<Phase> {
         let mut want = Some(want);
         let mut at = 0;
         let result = 'pump: loop {
-            let status = self.conn.process_tls_records(&mut self.incoming[at..]);
+            let status = conn.process_tls_records(&mut self.incoming[at..]);
             let mut discard = status.discard;
             let state = match status.state {
                 Ok(state) => state,
@@ -581,59 +668,83 @@ impl Stream for Tls {
 mod tests {
     use super::*;
     use rustls::pki_types::ServerName;
+    use rustls::version::{TLS12, TLS13};
+    use rustls::SupportedProtocolVersion;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn configs(
-        versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+    type Client = tokio_rustls::client::TlsStream<TcpStream>;
+
+    /// How a test connection is made.
+    #[derive(Clone, Copy)]
+    struct Setup {
+        version: &'static SupportedProtocolVersion,
+        /// The client offers only ChaCha20-Poly1305 (else AES-GCM first).
+        chacha: bool,
+        /// [`Records`] take over after the handshake.
+        hand_over: bool,
+    }
+
+    const fn setup(version: &'static SupportedProtocolVersion) -> Setup {
+        Setup {
+            version,
+            chacha: false,
+            hand_over: true,
+        }
+    }
+
+    fn configs(setup: Setup) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let cert = ck.cert.der().clone();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
+        let provider = rustls::crypto::ring::default_provider();
+        let mut client_provider = provider.clone();
+        if setup.chacha {
+            client_provider
+                .cipher_suites
+                .retain(|s| format!("{:?}", s.suite()).contains("CHACHA20"));
+        }
+        let mut server = ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[setup.version])
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(vec![cert.clone()], key)
             .unwrap();
+        server.enable_secret_extraction = setup.hand_over;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(client_provider))
+            .with_protocol_versions(&[setup.version])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
         (Arc::new(server), Arc::new(client))
     }
 
-    /// A handshake, then an exchange both ways of `len` bytes (many
-    /// records when large), then the client's close_notify: read as the
-    /// end of the stream. The server's buffers are all released between.
-    async fn exchange(versions: &[&'static rustls::SupportedProtocolVersion], len: usize) {
-        let (server_cfg, client_cfg) = configs(versions);
+    /// A server connection and its client, handshake done.
+    async fn pair(setup: Setup) -> (Tls, Client) {
+        let (server_cfg, client_cfg) = configs(setup);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move {
+        let client = async {
             let tcp = TcpStream::connect(addr).await.unwrap();
             let name = ServerName::try_from("localhost").unwrap();
-            let mut tls = tokio_rustls::TlsConnector::from(client_cfg)
+            tokio_rustls::TlsConnector::from(client_cfg)
                 .connect(name, tcp)
                 .await
-                .unwrap();
-            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            tls.write_all(&data).await.unwrap();
-            tls.flush().await.unwrap();
-            let mut back = vec![0; len];
-            tls.read_exact(&mut back).await.unwrap();
-            assert!(back == data, "echo differs");
-            tls.shutdown().await.unwrap();
-            // The server's close_notify, then the end.
-            let mut rest = Vec::new();
-            let _ = tls.read_to_end(&mut rest).await;
-            assert!(rest.is_empty());
-        });
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = accept(tcp, server_cfg).await.unwrap();
+                .unwrap()
+        };
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            accept(tcp, server_cfg).await.unwrap()
+        };
+        tokio::join!(server, client)
+    }
+
+    fn data(len: usize, salt: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i + salt) % 251) as u8).collect()
+    }
+
+    async fn read_len(tls: &mut Tls, len: usize) -> Vec<u8> {
         let mut got = Vec::new();
         let mut chunk = vec![0; 1000];
         while got.len() < len {
@@ -641,30 +752,175 @@ mod tests {
             assert!(n > 0, "end of stream after {} bytes", got.len());
             got.extend_from_slice(&chunk[..n]);
         }
+        got
+    }
+
+    /// The client sends `len` bytes (many records when large), the server
+    /// echoes them, then each side's close_notify ends the other's stream
+    /// cleanly. The server's buffers are all released between, and after
+    /// the handshake its records are its own when asked for.
+    async fn exchange(setup: Setup, len: usize) {
+        let (mut tls, mut client) = pair(setup).await;
+        let sent = data(len, 0);
+        let (got, ()) = tokio::join!(read_len(&mut tls, len), async {
+            client.write_all(&sent).await.unwrap();
+            client.flush().await.unwrap();
+        });
+        assert!(got == sent, "the server read other bytes");
+        assert_eq!(
+            matches!(tls.session, Session::Records(_)),
+            setup.hand_over,
+            "who runs the records"
+        );
         assert_eq!(tls.held(), 0, "buffers kept after reading everything");
-        tls.write_all(&got).await.unwrap();
-        tls.flush().await.unwrap();
+        let mut back = vec![0; len];
+        let ((), ()) = tokio::join!(
+            async {
+                tls.write_all(&got).await.unwrap();
+                tls.flush().await.unwrap();
+            },
+            async {
+                client.read_exact(&mut back).await.unwrap();
+            }
+        );
+        assert!(back == sent, "the echo differs");
         assert_eq!(tls.held(), 0, "buffers kept after a flush");
+        client.shutdown().await.unwrap();
+        let mut chunk = [0; 16];
         assert_eq!(tls.read(&mut chunk).await.unwrap(), 0);
         tls.shutdown().await.unwrap();
-        client.await.unwrap();
+        drop(tls);
+        // A clean end: rustls calls a close without close_notify an error.
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
     }
 
     #[tokio::test]
     async fn tls13_exchanges_small_and_many_record_messages() {
-        exchange(&[&rustls::version::TLS13], 100).await;
-        exchange(&[&rustls::version::TLS13], 200_000).await;
+        exchange(setup(&TLS13), 100).await;
+        exchange(setup(&TLS13), 200_000).await;
+        let chacha = Setup {
+            chacha: true,
+            ..setup(&TLS13)
+        };
+        exchange(chacha, 200_000).await;
     }
 
     #[tokio::test]
     async fn tls12_exchanges_small_and_many_record_messages() {
-        exchange(&[&rustls::version::TLS12], 100).await;
-        exchange(&[&rustls::version::TLS12], 200_000).await;
+        exchange(setup(&TLS12), 100).await;
+        exchange(setup(&TLS12), 200_000).await;
+        let chacha = Setup {
+            chacha: true,
+            ..setup(&TLS12)
+        };
+        exchange(chacha, 200_000).await;
+    }
+
+    #[tokio::test]
+    async fn without_secret_extraction_rustls_runs_the_records() {
+        let rustls_only = Setup {
+            hand_over: false,
+            ..setup(&TLS13)
+        };
+        exchange(rustls_only, 200_000).await;
+    }
+
+    /// The client's key update (asking for ours) is followed on both
+    /// sides; the confidentiality limit, lowered to two records, makes
+    /// the server change its key every two records, and the client reads
+    /// every byte all the same.
+    #[tokio::test]
+    async fn tls13_keys_change_at_the_clients_request_and_at_the_limit() {
+        let (mut tls, mut client) = pair(setup(&TLS13)).await;
+        let first = data(100, 1);
+        let (got, ()) = tokio::join!(read_len(&mut tls, 100), async {
+            client.write_all(&first).await.unwrap();
+            client.flush().await.unwrap();
+        });
+        assert!(got == first);
+        let Session::Records(records) = &mut tls.session else {
+            panic!("rustls still runs the records");
+        };
+        records.set_tx_limit(2);
+
+        client.get_mut().1.refresh_traffic_keys().unwrap();
+        let second = data(50_000, 2);
+        let (got, ()) = tokio::join!(read_len(&mut tls, second.len()), async {
+            client.write_all(&second).await.unwrap();
+            client.flush().await.unwrap();
+        });
+        assert!(got == second, "read after the client's key update");
+
+        let third = data(200_000, 3);
+        let mut back = vec![0; third.len()];
+        let ((), ()) = tokio::join!(
+            async {
+                tls.write_all(&third).await.unwrap();
+                tls.flush().await.unwrap();
+            },
+            async {
+                client.read_exact(&mut back).await.unwrap();
+            }
+        );
+        assert!(back == third, "the client read other bytes");
+    }
+
+    #[tokio::test]
+    async fn tls12_closes_at_the_confidentiality_limit() {
+        let (mut tls, mut client) = pair(setup(&TLS12)).await;
+        let (got, ()) = tokio::join!(read_len(&mut tls, 10), async {
+            client.write_all(b"0123456789").await.unwrap();
+            client.flush().await.unwrap();
+        });
+        assert_eq!(got, b"0123456789");
+        let Session::Records(records) = &mut tls.session else {
+            panic!("rustls still runs the records");
+        };
+        records.set_tx_limit(1);
+        // Two records' worth: TLS 1.2 cannot change keys.
+        let err = tls.write_all(&data(20_000, 0)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// Bytes that are not TLS records, after the handshake, end the
+    /// connection with an error (and never reach rustls twice).
+    #[tokio::test]
+    async fn garbage_after_the_handshake_is_an_error() {
+        let (mut tls, mut client) = pair(setup(&TLS13)).await;
+        let (got, ()) = tokio::join!(read_len(&mut tls, 3), async {
+            client.write_all(b"abc").await.unwrap();
+            client.flush().await.unwrap();
+        });
+        assert_eq!(got, b"abc");
+        // A record of the right type and length whose bytes are no
+        // ciphertext, written past the client's TLS.
+        let mut forged = vec![23, 3, 3, 0, 40];
+        forged.extend(1..=40u8);
+        client.get_mut().0.write_all(&forged).await.unwrap();
+        let mut chunk = [0; 64];
+        let err = tls.read(&mut chunk).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            tls.read(&mut chunk).await.is_err(),
+            "read again after failing"
+        );
+        assert!(tls.write_all(b"x").await.is_err(), "wrote after failing");
+    }
+
+    /// An idle WSS session keeps little besides its keys: this wrapper
+    /// (socket, session pointer, three empty buffers, offsets, flags)
+    /// stays small.
+    #[test]
+    fn the_tls_stream_is_small() {
+        let size = std::mem::size_of::<Tls>();
+        assert!(size <= 160, "{size} bytes");
     }
 
     #[tokio::test]
     async fn a_client_that_is_not_tls_fails_the_handshake_with_an_alert() {
-        let (server_cfg, _) = configs(&[&rustls::version::TLS13]);
+        let (server_cfg, _) = configs(setup(&TLS13));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::spawn(async move {
