@@ -1116,4 +1116,12 @@ mod tests {
         let size = std::mem::size_of::<Live<Plain>>();
         assert!(size <= 384, "{size}");
     }
+
+    /// A TLS session's fields: rustls' connection object is not among
+    /// them once the handshake is over (`records.rs`).
+    #[test]
+    fn a_tls_sessions_fields_fit_512_bytes() {
+        let size = std::mem::size_of::<Live<crate::tls::Tls>>();
+        assert!(size <= 512, "{size}");
+    }
 }
