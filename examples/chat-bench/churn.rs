@@ -76,6 +76,12 @@ impl Churner {
                 st.resumes_exact += 1;
             } else {
                 st.resumes_wrong += 1;
+                self.failures.add(format!(
+                    "resume from {last}: {} messages replayed ({:?}..{:?}), subscribed at {sub_last}",
+                    replayed.len(),
+                    replayed.first(),
+                    replayed.last()
+                ));
             }
             last = sub_last.max(replayed.iter().copied().max().unwrap_or(0));
             self.read_live(conn, &mut last, &mut st).await;

@@ -816,7 +816,8 @@ impl Connection {
                 }
                 for cursor in rooms {
                     let reply = match self.subscribe(id, &user, &cursor).await {
-                        Ok(f) => f,
+                        // `subscribed` went out with the subscription.
+                        Ok(()) => continue,
                         Err(e) => ServerFrame::Error {
                             id,
                             code: e.code(),
@@ -1004,13 +1005,15 @@ impl Connection {
     }
 
     /// Subscribes to one room: registers in catch-up mode, replays history
-    /// after the cursor, then goes live with no gap and no duplicate.
+    /// after the cursor, then goes live with no gap and no duplicate, its
+    /// `subscribed` reply queued between the replay and the first live
+    /// event.
     async fn subscribe(
         &mut self,
         id: Option<u64>,
         user: &Arc<str>,
         cursor: &Cursor,
-    ) -> Result<ServerFrame, EngineError> {
+    ) -> Result<(), EngineError> {
         let engine = self.engine.clone();
         let inner = &engine.inner;
         let room = cursor.room.as_str();
@@ -1034,14 +1037,18 @@ impl Connection {
                 replayed = self.replay(room, replayed).await?;
             }
             loop {
-                match inner.fanout.activate(room, self.session.id(), replayed) {
-                    Activation::Live(last_seq) => {
-                        return Ok(ServerFrame::Subscribed {
-                            id,
-                            room: room.to_owned(),
-                            last_seq,
-                        })
-                    }
+                let subscribed = |last_seq| {
+                    Codec::encode(&ServerFrame::Subscribed {
+                        id,
+                        room: room.to_owned(),
+                        last_seq,
+                    })
+                };
+                match inner
+                    .fanout
+                    .activate(room, self.session.id(), replayed, subscribed)
+                {
+                    Activation::Live => return Ok(()),
                     Activation::Pending => self.session.writable().await,
                     Activation::Replay => break,
                     Activation::Gone => {

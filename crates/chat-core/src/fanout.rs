@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::broker::{EventSink, RoomEvent};
 use crate::error::{ErrorCode, StoreError};
 use crate::metrics::Metrics;
@@ -71,8 +73,8 @@ struct RoomSubs {
 /// The outcome of [`Fanout::activate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Activation {
-    /// Live; the newest `seq` delivered so far.
-    Live(u64),
+    /// Live, the reply queued.
+    Live,
     /// The queue is full: wait until the session is writable, then again.
     Pending,
     /// Live events overflowed the catch-up buffer (they were dropped):
@@ -243,11 +245,21 @@ impl Fanout {
     }
 
     /// Ends catch-up: delivers the buffered events newer than `replayed`
-    /// (the newest `seq` the replay sent) and goes live. The session's queue
-    /// may be too full for the whole buffer: then what fits is delivered,
-    /// the rest stays buffered, and [`Activation::Pending`] asks the caller
-    /// to wait for room and call again.
-    pub(crate) fn activate(&self, room: &str, id: SessionId, replayed: u64) -> Activation {
+    /// (the newest `seq` the replay sent), then the request's reply, made
+    /// by `reply` from the newest `seq` delivered, and goes live. The
+    /// reply is queued under the room's lock, so no live event comes
+    /// before it: the client sees it where the replay ends. The session's
+    /// queue may be too full for the whole buffer or the reply: then what
+    /// fits is delivered, the rest stays buffered, and
+    /// [`Activation::Pending`] asks the caller to wait for room and call
+    /// again.
+    pub(crate) fn activate(
+        &self,
+        room: &str,
+        id: SessionId,
+        replayed: u64,
+        reply: impl FnOnce(u64) -> Bytes,
+    ) -> Activation {
         let Some(entry) = self.entry(room) else {
             return Activation::Gone;
         };
@@ -288,12 +300,22 @@ impl Fanout {
                 }
             }
         }
+        if let Err(_full) = sub.session.deliver_reply(reply(sub.last_seq)) {
+            if sub.session.is_closed() {
+                self.drop_lagged(subs, &[id]);
+                return Activation::Gone;
+            }
+            // Still catching up: what comes meanwhile is buffered.
+            buf.clear();
+            sub.catch_up = Some(catch_up);
+            return Activation::Pending;
+        }
         // The room's next seq is left alone: the replay may have read
         // messages whose events are still on their way, and the subscribers
         // already live need those events. This subscriber's own `last_seq`
         // drops them for it; a seq published before the room's entry existed
         // is filled from the store like any other gap.
-        Activation::Live(sub.last_seq)
+        Activation::Live
     }
 
     /// Removes a subscriber.

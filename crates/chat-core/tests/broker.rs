@@ -9,7 +9,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chat_core::{Broker, BrokerError, Engine, EventSink, RoomEvent};
+use bytes::Bytes;
+use chat_core::session::Full;
+use chat_core::{
+    Broker, BrokerError, Engine, ErrorCode, EventSink, Outbox, OutboxLimits, RoomEvent,
+    ServerFrame, Session, SessionId,
+};
 use support::Client;
 
 /// Loses the events whose seq is in `drop`, and holds back those in `hold`
@@ -148,4 +153,93 @@ async fn a_resume_that_reads_ahead_of_the_broker_skips_nothing_for_others() {
         carols.push(carol.next_message().await.seq);
     }
     assert_eq!(carols, [1, 2, 3, 4]);
+}
+
+/// A session whose next `writable` wait (the engine's way to pace a
+/// subscriber's replay) tells the test, then holds until the test lets it
+/// go: a window in which the test publishes.
+struct Paused {
+    inner: Arc<dyn Session>,
+    parked: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[async_trait]
+impl Session for Paused {
+    fn id(&self) -> SessionId {
+        self.inner.id()
+    }
+    fn deliver(&self, frame: Bytes) -> Result<(), Full> {
+        self.inner.deliver(frame)
+    }
+    fn deliver_reply(&self, frame: Bytes) -> Result<(), Full> {
+        self.inner.deliver_reply(frame)
+    }
+    async fn writable(&self) {
+        let parked = self.parked.lock().unwrap().take();
+        if let Some(parked) = parked {
+            let _ = parked.send(());
+            let release = self.release.lock().unwrap().take();
+            if let Some(release) = release {
+                let _ = release.await;
+            }
+        }
+        self.inner.writable().await;
+    }
+    fn close(&self, reason: ErrorCode) {
+        self.inner.close(reason);
+    }
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+/// Regression (found by `chat-bench churn --transport wss`): `subscribed`
+/// marks where the replay ends, so no live message may come before it.
+/// The engine once queued the reply after a wait for room in the queue,
+/// and a message published in that wait went out first (seq 3 before
+/// `subscribed` with `last_seq` 2). The test publishes in the first such
+/// wait after the subscription; without one, right after the reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_live_message_comes_before_subscribed() {
+    let e = support::engine();
+    let mut alice = Client::signup(&e, "alice").await;
+    alice.create("r", "public").await;
+    alice.send("r", "m1").await;
+    alice.send("r", "m2").await;
+    let (outbox, rx) = Outbox::new(OutboxLimits {
+        max_frames: 1024,
+        max_bytes: 1 << 20,
+    });
+    let (parked_tx, parked_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+    let session = Arc::new(Paused {
+        inner: outbox.session(),
+        parked: Mutex::new(None),
+        release: Mutex::new(Some(release_rx)),
+    });
+    let mut bob = Client::signup_with(&e, "bob", session.clone(), rx).await;
+    bob.join("r").await;
+    // Resuming at the end of the room: nothing to replay.
+    *session.parked.lock().unwrap() = Some(parked_tx);
+    let publish = async {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(300), parked_rx).await;
+        alice.send("r", "m3").await;
+        let _ = release_tx.send(());
+    };
+    let (reply, ()) = tokio::join!(bob.subscribe("r", Some(2)), publish);
+    let ServerFrame::Subscribed { last_seq, .. } = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(last_seq, 2);
+    let early: Vec<u64> = bob
+        .backlog
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Message { message } => Some(message.seq),
+            _ => None,
+        })
+        .collect();
+    assert!(early.is_empty(), "messages before subscribed: {early:?}");
+    assert_eq!(bob.next_message().await.seq, 3);
 }

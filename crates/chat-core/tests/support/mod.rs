@@ -40,6 +40,32 @@ impl Client {
         c
     }
 
+    /// A client whose outbound side is `session` (wrapping the queue `rx`
+    /// reads), signed up as `name`.
+    pub async fn signup_with(
+        engine: &Engine,
+        name: &str,
+        session: std::sync::Arc<dyn chat_core::Session>,
+        rx: OutboxReceiver,
+    ) -> Client {
+        let conn = engine.connect(session, engine.admit().await.unwrap());
+        let mut c = Client {
+            conn,
+            rx,
+            next_id: 1,
+            backlog: Default::default(),
+        };
+        assert!(matches!(c.next().await, ServerFrame::Hello { .. }));
+        let r = c
+            .call(ClientFrame::Signup {
+                username: name.into(),
+                password: "password123".into(),
+            })
+            .await;
+        assert!(matches!(r, ServerFrame::Authed { .. }), "{r:?}");
+        c
+    }
+
     pub async fn signup(engine: &Engine, name: &str) -> Client {
         let mut c = Client::connect(engine).await;
         let r = c
