@@ -29,6 +29,10 @@ pub(crate) enum Rest {
 /// A session's stream: tokio's reads and writes while the session runs,
 /// and, while it sleeps, whether the socket can wait outside tokio.
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether a new session's socket may rest from its first sleep, or
+    /// only once the ping clock's next epoch has begun.
+    const REST_WHEN_NEW: bool = true;
+
     /// Moves the socket into `dorm`, to wake `waker` on input.
     fn rest(&mut self, _dorm: &Dorm, _waker: &Waker) -> Rest {
         Rest::Stays

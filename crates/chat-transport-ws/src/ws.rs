@@ -499,7 +499,7 @@ impl<Io: Stream> Future for Awake<Io> {
                     Step::Quiet if !live.sleepy() => return Poll::Pending,
                     Step::Quiet => {}
                 }
-                let rests = !live.restless && live.traffic < RESTLESS;
+                let rests = live.rest == RestRule::Allowed && live.traffic < RESTLESS;
                 if let (Some(dorm), true) = (live.shared.dorm.as_deref(), rests) {
                     match live.sock.io.rest(dorm, &this.waker) {
                         Rest::Resting => {
@@ -514,7 +514,7 @@ impl<Io: Stream> Future for Awake<Io> {
                         Rest::Stays => {}
                         Rest::Back => {
                             // Once refused, it stays in the reactor for good.
-                            live.restless = true;
+                            live.rest = RestRule::Never;
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
@@ -590,6 +590,17 @@ fn stir(traffic: &mut u8, lively: &mut bool) {
 /// a client between a few requests) the socket rests in the dorm.
 const RESTLESS: u8 = 8;
 
+/// Whether a sleeping session's socket may rest in the dorm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestRule {
+    /// Whenever the session sleeps with little traffic (`RESTLESS`).
+    Allowed,
+    /// Not before the ping clock's next epoch ([`Stream::REST_WHEN_NEW`]).
+    AfterAnEpoch,
+    /// Never: the dorm refused its socket once.
+    Never,
+}
+
 /// Rounds of work one poll of a session does before it yields, so a
 /// client that keeps its session busy cannot hold a worker thread.
 const ROUNDS: usize = 16;
@@ -624,8 +635,8 @@ struct Live<Io> {
     /// whether this epoch or the last one reached it.
     traffic: u8,
     lively: bool,
-    /// The dorm refused its socket once: it sleeps in tokio's reactor.
-    restless: bool,
+    /// Whether its socket may rest in the dorm while it sleeps.
+    rest: RestRule,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
@@ -710,7 +721,11 @@ impl<Io: Stream> Live<Io> {
             waiting: false,
             traffic: 0,
             lively: false,
-            restless: false,
+            rest: if Io::REST_WHEN_NEW {
+                RestRule::Allowed
+            } else {
+                RestRule::AfterAnEpoch
+            },
             write_timer: None,
             gather_timer: None,
             shared,
@@ -992,6 +1007,9 @@ impl<Io: Stream> Live<Io> {
             }
         }
         // A new epoch: look, then wait for the next one (next round).
+        if self.rest == RestRule::AfterAnEpoch {
+            self.rest = RestRule::Allowed;
+        }
         self.epoch = now;
         self.waiting = false;
         self.lively = self.traffic >= LIVELY;
