@@ -179,7 +179,9 @@ Server:
   --server-pid PID        server process, for RSS/CPU figures (known with --spawn-server)
 
 Load:
-  --transport ws|tcp      client transport [default: ws]
+  --transport ws|wss|tcp  client transport: WebSocket, WebSocket over TLS
+                          (a spawned server gets --https true), TLS TCP
+                          [default: ws]
   --duration SECS         sending time [default: 10]
   --count N               fanout/send: messages per publisher/client; churn: cycles per client
   --rooms R               rooms [fanout 10, send 10, churn 4, idle 1]
