@@ -208,19 +208,16 @@ impl Records {
                     [1, _] if !self.tls13() => {}
                     _ => return Err(tls_error("the client sent a TLS alert")),
                 },
-                ContentType::Handshake if self.tls13() => {
-                    let mut rest = plain.payload;
-                    while let [typ, 0, 0, 1, request, tail @ ..] = rest {
-                        if HandshakeType::from(*typ) != HandshakeType::KeyUpdate {
-                            break;
-                        }
-                        self.client_key_update(*request, out)?;
-                        rest = tail;
+                // A key update ends its record: the next one is under the
+                // new key (RFC 8446, 5.1), so nothing may follow it.
+                ContentType::Handshake if self.tls13() => match *plain.payload {
+                    [typ, 0, 0, 1, request]
+                        if HandshakeType::from(typ) == HandshakeType::KeyUpdate =>
+                    {
+                        self.client_key_update(request, out)?;
                     }
-                    if !rest.is_empty() {
-                        return Err(tls_error("a TLS handshake message after the handshake"));
-                    }
-                }
+                    _ => return Err(tls_error("a TLS handshake message after the handshake")),
+                },
                 // TLS 1.2 renegotiation (rustls refuses it too), change
                 // cipher spec, anything else.
                 _ => return Err(tls_error("an unexpected TLS record after the handshake")),

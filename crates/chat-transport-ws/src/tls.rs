@@ -281,7 +281,10 @@ impl Tls {
         let mut want = Some(want);
         let mut at = 0;
         let result = 'pump: loop {
-            let status = conn.process_tls_records(&mut self.incoming[at..]);
+            let Some(input) = self.incoming.get_mut(at..) else {
+                break Err(tls_error("rustls discarded more than it was given"));
+            };
+            let status = conn.process_tls_records(input);
             let mut discard = status.discard;
             let state = match status.state {
                 Ok(state) => state,
@@ -915,6 +918,53 @@ mod tests {
             "read again after failing"
         );
         assert!(tls.write_all(b"x").await.is_err(), "wrote after failing");
+    }
+
+    /// Arbitrary bytes after the handshake (some shaped like record
+    /// headers, lengths up to over the limit, cut anywhere) end in an
+    /// error or the end of the stream, in bounded time, never a panic.
+    #[tokio::test]
+    async fn arbitrary_bytes_after_the_handshake_end_cleanly() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..40 {
+            let (mut tls, mut client) =
+                pair(setup(if case % 2 == 0 { &TLS13 } else { &TLS12 })).await;
+            let mut junk = Vec::new();
+            for _ in 0..next() % 6 {
+                if next() % 2 == 0 {
+                    let typ = [20, 21, 22, 23, 24][(next() % 5) as usize];
+                    let len = (next() % 20_000) as u16;
+                    junk.extend_from_slice(&[typ, 3, 3]);
+                    junk.extend_from_slice(&len.to_be_bytes());
+                }
+                let n = next() % 600;
+                junk.extend((0..n).map(|_| next() as u8));
+            }
+            let raw = client.get_mut().0;
+            raw.write_all(&junk).await.unwrap();
+            raw.shutdown().await.unwrap();
+            let mut chunk = vec![0; 4096];
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                loop {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(
+                ended.is_ok(),
+                "case {case}: no end after {} bytes",
+                junk.len()
+            );
+        }
     }
 
     /// An idle WSS session keeps little besides its keys: this wrapper
