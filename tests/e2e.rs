@@ -75,6 +75,74 @@ async fn websocket_and_tcp_users_see_the_same_messages_in_the_same_order() {
     }
 }
 
+/// `--https true`: the browser's port speaks HTTPS and WSS with the same
+/// certificate as the terminal port. A WSS user and a TLS TCP user chat;
+/// the WSS user reconnects and resumes by `seq`; `/health` answers over
+/// HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_and_tls_tcp_users_chat_and_resume_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--https", "true"]);
+    let mut alice = Client::wss(&server).await;
+    let token = alice.signup("alice").await;
+    alice
+        .ok(ClientFrame::CreateRoom {
+            room: "tls".into(),
+            kind: "public".into(),
+            topic: String::new(),
+        })
+        .await;
+    alice.subscribe("tls", None).await;
+    let mut bob = Client::tcp(&server).await;
+    bob.signup("bob").await;
+    bob.ok(ClientFrame::Join { room: "tls".into() }).await;
+    bob.subscribe("tls", None).await;
+    for i in 0..3 {
+        bob.ok(ClientFrame::Send {
+            room: "tls".into(),
+            body: format!("from bob {i}"),
+            client_id: None,
+        })
+        .await;
+    }
+    let got = alice.messages(3).await;
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["from bob 0", "from bob 1", "from bob 2"]);
+    let last = got[2].seq;
+    drop(alice);
+    for i in 3..5 {
+        bob.ok(ClientFrame::Send {
+            room: "tls".into(),
+            body: format!("from bob {i}"),
+            client_id: None,
+        })
+        .await;
+    }
+    let mut alice = Client::wss(&server).await;
+    alice.auth(&token).await;
+    alice.subscribe("tls", Some(last)).await;
+    let resumed = alice.messages(2).await;
+    let seqs: Vec<u64> = resumed.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [last + 1, last + 2]);
+    // Plain HTTP on the HTTPS port gets a TLS alert, not a page.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(&server.http).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(support::WAIT, s.read_to_end(&mut answer))
+        .await
+        .expect("the server kept a failed handshake open")
+        .unwrap();
+    assert_eq!(
+        answer.first(),
+        Some(&21),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_rooms_and_dms_stay_private_across_transports() {
     let dir = tempfile::tempdir().unwrap();

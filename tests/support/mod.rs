@@ -92,6 +92,7 @@ impl Server {
                 http = Some(
                     rest.trim()
                         .trim_start_matches("http://")
+                        .trim_start_matches("https://")
                         .trim_end_matches('/')
                         .to_owned(),
                 );
@@ -151,8 +152,11 @@ impl Drop for Server {
     }
 }
 
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A socket a WebSocket runs over: TCP, or TLS over TCP.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type WsStream = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
 enum Link {
     Ws(Box<WsStream>),
@@ -169,7 +173,27 @@ pub struct Client {
 
 impl Client {
     pub async fn ws(server: &Server) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.http))
+        let tcp = tokio::net::TcpStream::connect(&server.http).await.unwrap();
+        let io: Box<dyn Io> = Box::new(tcp);
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", server.http), io)
+            .await
+            .unwrap();
+        Client::new(Link::Ws(Box::new(ws))).await
+    }
+
+    /// A WebSocket over TLS to a server started with `--https true`, its
+    /// certificate pinned by fingerprint.
+    pub async fn wss(server: &Server) -> Client {
+        let fp = server.fingerprint.parse().unwrap();
+        let config = chat_transport_tcp::client::client_config(&Trust::Fingerprint(fp)).unwrap();
+        let tcp = tokio::net::TcpStream::connect(&server.http).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let io: Box<dyn Io> = Box::new(tls);
+        let (ws, _) = tokio_tungstenite::client_async(format!("wss://{}/ws", server.http), io)
             .await
             .unwrap();
         Client::new(Link::Ws(Box::new(ws))).await
