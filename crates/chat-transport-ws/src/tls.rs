@@ -638,11 +638,11 @@ impl Stream for Tls {
             self.process(Want::Nothing, Some(&mut dst))?;
             let n = dst.filled().len();
             self.send_resting()?;
-            if self.has_out() {
-                return Err(io::ErrorKind::Interrupted.into());
-            }
             if n > 0 || self.peer_closed {
                 return Ok(n);
+            }
+            if self.has_out() {
+                return Err(io::ErrorKind::Interrupted.into());
             }
             if self.fill_resting()? == 0 {
                 if !self.incoming.is_empty() {
