@@ -216,8 +216,8 @@ setters! {
 impl WsSettings {
     /// Serves HTTPS and WSS with this rustls configuration. Offer
     /// `http/1.1` in its ALPN protocols (or none). Leave 0-RTT off (its
-    /// `max_early_data_size` at 0, the default): early data would be read
-    /// as ordinary requests, which a replay could repeat.
+    /// `max_early_data_size` at 0, the default): a client's early data,
+    /// which a replay could repeat, ends its connection.
     #[must_use]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);

@@ -309,21 +309,11 @@ impl Tls {
                     }
                     None
                 }
-                // Early data is off (rustls' default): drained all the same.
-                ConnectionState::ReadEarlyData(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        match record {
-                            Ok(record) => {
-                                discard += record.discard;
-                                deliver(&mut self.plain, &mut dst, record.payload);
-                            }
-                            Err(e) => {
-                                at += discard;
-                                break 'pump Err(tls_error(e));
-                            }
-                        }
-                    }
-                    None
+                // Only with 0-RTT on in the config: refused, as a replay
+                // could repeat what it carries.
+                ConnectionState::ReadEarlyData(_) => {
+                    at += discard;
+                    break Err(tls_error("TLS early data is not accepted"));
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
                     match grow_and_write(&mut self.out, 512, |buf| encoded(data.encode(buf))) {

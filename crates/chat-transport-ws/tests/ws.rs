@@ -502,6 +502,30 @@ async fn metric_via(
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
+/// Sends a WebSocket ping and waits (bounded) for its pong.
+async fn ping_pong<S>(client: &mut support::Client<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    futures_util::SinkExt::send(
+        &mut client.ws,
+        tokio_tungstenite::tungstenite::Message::Ping(b"still there?".to_vec().into()),
+    )
+    .await
+    .unwrap();
+    let ponged = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match futures_util::StreamExt::next(&mut client.ws).await {
+                Some(Ok(m)) if m.is_pong() => return m.into_data(),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(ponged.unwrap().as_ref(), b"still there?");
+}
+
 /// An idle session holds no task: it sleeps on its socket, its outbox and
 /// the ping clock, and whichever stirs first runs it again: the client's
 /// next frame, a message fanned out to it, a ping due, the shutdown. A
@@ -586,23 +610,7 @@ async fn idle_sessions_sleep_without_a_task_and_wake_for_what_they_wait_on() {
     until_metric(server.addr, "chat_ws_sockets_resting 42\n").await;
     let risen = metric(server.addr, "chat_ws_sockets_risen_total").await;
     assert!(risen >= 3, "{risen} sockets taken back for three messages");
-    futures_util::SinkExt::send(
-        &mut quiet[1].ws,
-        tokio_tungstenite::tungstenite::Message::Ping(b"still there?".to_vec().into()),
-    )
-    .await
-    .unwrap();
-    let ponged = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match futures_util::StreamExt::next(&mut quiet[1].ws).await {
-                Some(Ok(m)) if m.is_pong() => return m.into_data(),
-                Some(Ok(_)) => {}
-                other => panic!("connection ended: {other:?}"),
-            }
-        }
-    })
-    .await;
-    assert_eq!(ponged.unwrap().as_ref(), b"still there?");
+    ping_pong(&mut quiet[1]).await;
     assert_eq!(
         metric(server.addr, "chat_ws_sockets_risen_total").await,
         risen
@@ -670,23 +678,7 @@ async fn idle_tls_sessions_rest_in_the_dorm_and_wake_for_what_they_wait_on() {
 
     let risen = metric_via(addr, Some(&tls), "chat_ws_sockets_risen_total").await;
     assert!(risen >= 3, "{risen} sockets taken back for three messages");
-    futures_util::SinkExt::send(
-        &mut quiet[1].ws,
-        tokio_tungstenite::tungstenite::Message::Ping(b"still there?".to_vec().into()),
-    )
-    .await
-    .unwrap();
-    let ponged = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match futures_util::StreamExt::next(&mut quiet[1].ws).await {
-                Some(Ok(m)) if m.is_pong() => return m.into_data(),
-                Some(Ok(_)) => {}
-                other => panic!("connection ended: {other:?}"),
-            }
-        }
-    })
-    .await;
-    assert_eq!(ponged.unwrap().as_ref(), b"still there?");
+    ping_pong(&mut quiet[1]).await;
     assert_eq!(
         metric_via(addr, Some(&tls), "chat_ws_sockets_risen_total").await,
         risen

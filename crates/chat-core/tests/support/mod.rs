@@ -30,6 +30,11 @@ pub struct Client {
 impl Client {
     pub async fn connect(engine: &Engine) -> Client {
         let (conn, rx) = engine.open(engine.admit().await.unwrap());
+        Client::hello(conn, rx).await
+    }
+
+    /// A client on `conn` and `rx`, once the server's `hello` is read.
+    async fn hello(conn: Connection, rx: OutboxReceiver) -> Client {
         let mut c = Client {
             conn,
             rx,
@@ -49,13 +54,7 @@ impl Client {
         rx: OutboxReceiver,
     ) -> Client {
         let conn = engine.connect(session, engine.admit().await.unwrap());
-        let mut c = Client {
-            conn,
-            rx,
-            next_id: 1,
-            backlog: Default::default(),
-        };
-        assert!(matches!(c.next().await, ServerFrame::Hello { .. }));
+        let mut c = Client::hello(conn, rx).await;
         let r = c
             .call(ClientFrame::Signup {
                 username: name.into(),
