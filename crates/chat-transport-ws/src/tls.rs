@@ -910,6 +910,29 @@ mod tests {
         assert!(tls.write_all(b"x").await.is_err(), "wrote after failing");
     }
 
+    /// Invariant 6: a record header announcing more than a record may
+    /// carry is refused at once, before its bytes are waited for or held.
+    #[tokio::test]
+    async fn a_record_over_the_size_limit_is_refused_at_its_header() {
+        for version in [&TLS13, &TLS12] {
+            let (mut tls, mut client) = pair(setup(version)).await;
+            let (got, ()) = tokio::join!(read_len(&mut tls, 2), async {
+                client.write_all(b"hi").await.unwrap();
+                client.flush().await.unwrap();
+            });
+            assert_eq!(got, b"hi");
+            let over = u16::try_from(16_384 + 2_048 + 1).unwrap().to_be_bytes();
+            let raw = client.get_mut().0;
+            raw.write_all(&[23, 3, 3, over[0], over[1]]).await.unwrap();
+            let mut chunk = [0; 64];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut chunk));
+            let err = read.await.expect("waited for the record").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(tls.held(), 0);
+        }
+    }
+
     /// Arbitrary bytes after the handshake (some shaped like record
     /// headers, lengths up to over the limit, cut anywhere) end in an
     /// error or the end of the stream, in bounded time, never a panic.
