@@ -333,29 +333,25 @@ fn start(
             )),
             Arc::new(Wakeup::default()),
         )),
-        Err(upgraded) => match upgraded.downcast::<TokioIo<Tls>>() {
-            Ok(parts) => Either::Right(Box::pin(session(
-                Box::new(Live::new(
-                    place,
-                    parts.io.into_inner(),
-                    parts.read_buf,
-                    permit,
-                    peer,
-                )),
-                Arc::new(Wakeup::default()),
-            ))),
-            Err(upgraded) => Either::Right(Box::pin(session(
-                Box::new(Live::new(
-                    place,
-                    TokioIo::new(upgraded),
-                    Bytes::new(),
-                    permit,
-                    peer,
-                )),
-                Arc::new(Wakeup::default()),
-            ))),
-        },
+        Err(upgraded) => Either::Right(match upgraded.downcast::<TokioIo<Tls>>() {
+            Ok(parts) => boxed(place, parts.io.into_inner(), parts.read_buf, permit, peer),
+            Err(upgraded) => boxed(place, TokioIo::new(upgraded), Bytes::new(), permit, peer),
+        }),
     }
+}
+
+/// A session over `io`, its future boxed.
+fn boxed<Io: Stream>(
+    place: Place,
+    io: Io,
+    early: Bytes,
+    permit: AdmissionPermit,
+    peer: SocketAddr,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(session(
+        Box::new(Live::new(place, io, early, permit, peer)),
+        Arc::new(Wakeup::default()),
+    ))
 }
 
 /// Runs `live` until it ends, then the closing handshake; or until it
