@@ -43,7 +43,7 @@ const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 2_048;
 const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
 
 /// What [`Records::open`] found.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Opened {
     /// Bytes of whole records taken from the front of the input.
     pub(crate) used: usize,

@@ -47,7 +47,7 @@ const MAX_INCOMING: usize = 64 * 1024 + 18_437;
 
 /// Most ciphertext waiting to be sent before a write waits for the socket
 /// (also the most plaintext one write takes).
-pub(crate) const MAX_PENDING_OUT: usize = 64 * 1024;
+const MAX_PENDING_OUT: usize = 64 * 1024;
 
 /// How long a failed handshake may spend sending its alert.
 const ALERT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -54,27 +54,23 @@ impl Client {
         rx: OutboxReceiver,
     ) -> Client {
         let conn = engine.connect(session, engine.admit().await.unwrap());
-        let mut c = Client::hello(conn, rx).await;
-        let r = c
-            .call(ClientFrame::Signup {
-                username: name.into(),
-                password: "password123".into(),
-            })
-            .await;
-        assert!(matches!(r, ServerFrame::Authed { .. }), "{r:?}");
-        c
+        Client::hello(conn, rx).await.signed_up(name).await
     }
 
     pub async fn signup(engine: &Engine, name: &str) -> Client {
-        let mut c = Client::connect(engine).await;
-        let r = c
+        Client::connect(engine).await.signed_up(name).await
+    }
+
+    /// This client, signed up as `name`.
+    async fn signed_up(mut self, name: &str) -> Client {
+        let r = self
             .call(ClientFrame::Signup {
                 username: name.into(),
                 password: "password123".into(),
             })
             .await;
         assert!(matches!(r, ServerFrame::Authed { .. }), "{r:?}");
-        c
+        self
     }
 
     /// Sends a request and returns its reply (the frame echoing its id),
