@@ -57,7 +57,8 @@
 //! # Layout
 //!
 //! - [`server`]: [`serve`], the accept loop, TLS handshake timeout, admission
-//!   and graceful shutdown; `session`: one connection's reader and writer.
+//!   and graceful shutdown; `session`: one connection's session, reading
+//!   lines and writing frames.
 //! - [`TcpSettings`]: every timeout and bound of the server side.
 //! - `line`: bounded line reading shared by server and client.
 //! - [`tls`]: the crypto provider, protocol versions and PEM loading;
@@ -79,7 +80,8 @@
 //!   with the same reason, and closes. A line that long means the client
 //!   ignores `hello.max_frame_bytes`; skipping the rest of it could mean
 //!   reading without end.
-//! - Heartbeat: after [`TcpSettings::heartbeat_interval`] without writing,
+//! - Heartbeat: after [`TcpSettings::heartbeat_interval`] without writing
+//!   (up to half an interval more: one clock ticks for every session),
 //!   the server sends `{"type":"pong"}` (a `pong` without `id`). Clients
 //!   send anything (e.g. `{"type":"ping"}`) at least every
 //!   [`TcpSettings::idle_timeout`], or get `closing` with reason `idle`.
@@ -87,34 +89,27 @@
 //!
 //! # Why the per-connection memory stays small
 //!
-//! An idle connection costs the server about 10 KiB of heap (measured with
-//! `cargo run -p chat-transport-tcp --release --example idle_memory`):
+//! An idle connection costs the server about 3.7 KiB of RSS (`chat-bench
+//! idle --spawn-server --transport tcp --hold 35`; BENCHMARKS.md):
 //!
-//! - Lines are read through a stack buffer that lives only during a `poll`;
-//!   the heap holds only an incomplete line, released when it completes.
-//! - Outgoing frames are joined into one buffer per batch (one TLS write),
-//!   freed after the write.
-//! - The TLS handshake, the admission wait and the handling of each request
-//!   run in boxed futures, so their state (the engine's request future
-//!   alone is over 4 KiB) is freed when they finish instead of sizing the
-//!   connection's task; the task's future is about 2 KiB.
-//! - What remains is rustls' connection state (7.3 KiB, of which 4 KiB is
-//!   its receive buffer), the engine's session (0.6 KiB), the task and the
-//!   socket's registration. `cargo run -p chat-transport-tcp --release
-//!   --example tls_memory` breaks this down.
-//!
-//! # Why not less?
-//!
-//! rustls' buffered `ServerConnection`, which tokio-rustls drives, keeps a
-//! 4 KiB receive buffer once it has read anything, and no public API
-//! shrinks it (`set_buffer_limit` bounds only data waiting to be sent).
-//! With rustls' unbuffered API (`UnbufferedServerConnection`) the caller
-//! owns the TLS buffers and can free them while idle: 3.1 KiB instead of
-//! 7.3 KiB after a handshake, so a TLS stream of our own built on it would
-//! bring an idle connection to about 6 KiB. The rest of rustls' state is
-//! the keys of both directions and the secrets for key updates, the same
-//! size for every cipher suite. Going under 4 KiB would mean taking the
-//! record layer out of the process (kernel TLS).
+//! - TLS runs on [`chat_net::Tls`], on rustls' unbuffered API: no TLS
+//!   buffer is held while idle, and once the handshake is over rustls'
+//!   connection object is gone; what is left is the two record keys and
+//!   the key schedule.
+//! - The session is a future written by hand, its fields boxed for its
+//!   life (under 512 bytes), in a task whose own future is under 200
+//!   bytes. Lines are read through a buffer the worker thread shares; the
+//!   heap holds only an incomplete line, released when it completes.
+//!   Outgoing frames are joined into one buffer per batch, freed once
+//!   written. The handshake, the admission wait and the handling of each
+//!   request run in boxed futures, freed when they finish.
+//! - No timer per connection: one clock per server wakes the sessions for
+//!   their heartbeats and idle checks.
+//! - A quiet session's socket leaves tokio's reactor (whose registration
+//!   is 256 bytes) and rests in the server's dorm, one epoll set of its
+//!   own ([`chat_net::Dorm`]); a heartbeat is written there, and the socket
+//!   comes back only for a line from the client, frames from the engine,
+//!   or a write the socket did not take at once.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -17,8 +17,9 @@ use std::task::Poll;
 
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// Bytes read from the socket per `poll_read`, into a stack buffer.
-const CHUNK: usize = 2048;
+/// Bytes read from the socket per `poll_read`, into a stack buffer (the
+/// client's reader; the server reads through its thread's buffer).
+pub(crate) const CHUNK: usize = 2048;
 
 /// What [`LineReader::next_line`] yields.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +64,35 @@ impl LineReader {
         self.buf.capacity()
     }
 
+    /// Appends bytes read from the stream (the server's session reads
+    /// them itself, through its worker thread's buffer).
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Whether part of a line is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The next complete line (blank lines skipped), or [`Line::TooLong`]
+    /// once what is held passes the limit without a newline; `None` until
+    /// more bytes are pushed.
+    pub(crate) fn next(&mut self) -> Option<Line> {
+        if let Some(line) = self.take_line() {
+            return Some(line);
+        }
+        // No newline in what is buffered: the next search starts after it,
+        // which keeps scanning linear in the line length.
+        self.scanned = self.buf.len();
+        if self.buf.len() > self.max {
+            self.buf = Vec::new();
+            self.scanned = 0;
+            return Some(Line::TooLong);
+        }
+        None
+    }
+
     /// Reads until a complete line, a line over the limit, or the end of
     /// the stream. Blank lines are skipped. Cancel-safe: bytes already read
     /// stay buffered for the next call.
@@ -71,16 +101,8 @@ impl LineReader {
         io: &mut R,
     ) -> std::io::Result<Line> {
         loop {
-            if let Some(line) = self.take_line() {
+            if let Some(line) = self.next() {
                 return Ok(line);
-            }
-            // No newline in what is buffered: the next search starts after it,
-            // which keeps scanning linear in the line length.
-            self.scanned = self.buf.len();
-            if self.buf.len() > self.max {
-                self.buf = Vec::new();
-                self.scanned = 0;
-                return Ok(Line::TooLong);
             }
             let buf = &mut self.buf;
             let n = poll_fn(|cx| {

@@ -1,22 +1,32 @@
-//! One admitted connection: a reader feeding lines to the engine and a
-//! writer draining the session's outbox, run concurrently in one task.
+//! One admitted connection, in a task of its own: a future written by
+//! hand ([`Live`]) that reads the client's lines and hands each to
+//! [`Connection::handle_frame`] (which may wait on the store), one at a
+//! time, while it writes what the engine queues in batches (one write per
+//! batch) and a heartbeat to a quiet client; then [`finish`] says goodbye.
 //!
-//! The reader ends on end of stream, a read error, the idle timeout or a
-//! line over the limit, and hands the writer the reason; the writer then
-//! sends the last frames (`error` for an oversized line, `closing` with the
-//! reason) and closes TLS. The writer ends on its own when the engine
-//! closes the session (`lagged`, `shutting_down`, ...), when `serve` stops,
-//! or when a write fails or times out; the reader is then dropped.
+//! An idle connection is these fields and a small task: no buffer (reads
+//! go through a buffer the worker thread shares, writes through one that
+//! lives until it is written), no timer (the server's one [`Clock`] wakes
+//! every session for its heartbeat and idle checks), and, once the
+//! session is quiet, no registration in tokio's reactor: its socket rests
+//! in the server's [`Dorm`](chat_net::Dorm) and the session looks at what
+//! woke it there, taking the socket back only when there is work (a line
+//! from the client, frames from the engine, a write the socket did not
+//! take at once). The TLS stream ([`chat_net::Tls`]) keeps only its record
+//! keys once the handshake is over.
 
-use std::future::poll_fn;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_core::{Codec, Connection, ErrorCode, OutboxReceiver, Recv, ServerFrame};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
-use tokio::sync::{oneshot, watch};
+use chat_core::{Codec, Connection, Engine, ErrorCode, OutboxReceiver, Recv, ServerFrame};
+use chat_net::socket::Arrived;
+use chat_net::{Clock, Dorm, Rest, Socket, Stream};
+use tokio::time::Instant;
 
 use crate::line::{Line, LineReader};
 use crate::TcpSettings;
@@ -24,171 +34,538 @@ use crate::TcpSettings;
 /// Frames taken from the outbox per socket write.
 const BATCH: usize = 64;
 
-/// Why the reader stopped.
-#[derive(Debug, Clone, Copy)]
-enum ReadEnd {
-    /// The client closed its side, or the socket failed.
+/// Bytes read from the socket per read, into the worker thread's buffer.
+const READ_BYTES: usize = 8 * 1024;
+
+/// Rounds of work one poll of a session does before it yields, so a
+/// client that keeps its session busy cannot hold a worker thread.
+const ROUNDS: usize = 16;
+
+/// Chat traffic (a line from the client, a batch from the outbox) in one
+/// epoch of the clock after which a quiet session keeps its socket in
+/// tokio's reactor until the epoch ends: waking there costs no system
+/// call, and moving a socket to the dorm and back costs four. Below it
+/// (an idle connection, a quiet room) the socket rests in the dorm.
+const RESTLESS: u8 = 8;
+
+/// State shared by every connection of one server.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) settings: TcpSettings,
+    /// The longest line accepted.
+    pub(crate) max_line: usize,
+    /// The sessions' heartbeat and idle clock.
+    pub(crate) clock: Arc<Clock>,
+    /// Where quiet sessions keep their sockets; `None` if the OS refused
+    /// an epoll set (they stay in tokio's reactor then).
+    pub(crate) dorm: Option<Arc<Dorm>>,
+    /// Set when `serve` stops; the clock then wakes every session to see it.
+    pub(crate) stopping: AtomicBool,
+    /// Sockets taken back from the dorm, for work.
+    pub(crate) risen: AtomicU64,
+}
+
+impl Shared {
+    /// The state for a server of `engine`, with its dorm (on the current
+    /// runtime) and clock (not yet running).
+    pub(crate) fn new(engine: Engine, settings: TcpSettings) -> Shared {
+        let dorm = match Dorm::start() {
+            Ok(dorm) => Some(dorm),
+            Err(e) => {
+                tracing::warn!(error = %e, "no dorm: quiet sessions keep their sockets in the reactor");
+                None
+            }
+        };
+        let max_line = settings
+            .max_line_bytes
+            .unwrap_or_else(|| engine.codec().max_frame_bytes());
+        Shared {
+            engine,
+            max_line,
+            clock: Arc::new(Clock::default()),
+            dorm,
+            stopping: AtomicBool::new(false),
+            risen: AtomicU64::new(0),
+            settings,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed its side, or the socket failed: nothing more is
+    /// sent but TLS close_notify.
     Gone,
+    /// A write failed or timed out: the connection is dropped.
+    Broken,
+    /// The engine closed the session (`lagged`, `shutting_down`, ...).
+    Closed(ErrorCode),
+    /// `serve` stops.
+    Stop,
     /// No complete line within the idle timeout.
     Idle,
     /// A line over the limit.
-    TooLong(usize),
+    TooLong,
 }
 
-/// Runs an admitted connection to its end. Takes the stream already split
-/// (a TLS stream by value is over a KiB). A plain function returning an
-/// `async move` block: an `async fn` keeps its arguments twice for its
-/// whole life, in every connection's task.
-#[allow(clippy::manual_async_fn)] // on purpose: see above
-pub(crate) fn run<'a, S>(
-    halves: (ReadHalf<S>, WriteHalf<S>),
-    mut conn: Connection,
-    mut rx: OutboxReceiver,
-    settings: &'a TcpSettings,
-    max_line: usize,
-    mut stop: watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'a
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
-{
-    async move {
-        let (mut rd, mut wr) = halves;
-        let (end_tx, end_rx) = oneshot::channel();
-        let linger = {
-            let reader = read_loop(&mut rd, &mut conn, settings.idle_timeout, max_line);
-            let writer = write_loop(&mut wr, &mut rx, settings, end_rx, &mut stop);
-            tokio::pin!(reader, writer);
-            tokio::select! {
-                () = &mut writer => true,
-                end = &mut reader => {
-                    let _ = end_tx.send(end);
-                    writer.await;
-                    !matches!(end, ReadEnd::Gone)
-                }
-            }
-        };
-        // The session ends before the socket: nothing is queued for nobody.
-        // Linger only when the server closed first (the client may still be
-        // sending); a client that closed its side has nothing left to send.
-        drop(conn);
-        drop(rx);
-        if linger {
-            drain(&mut rd, settings.close_linger, settings.close_linger_bytes).await;
-        }
-    }
+/// Whether a quiet session's socket may rest in the dorm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestRule {
+    /// Whenever the session is quiet with little traffic (`RESTLESS`).
+    Allowed,
+    /// Not before the clock's next epoch ([`Stream::REST_WHEN_NEW`]).
+    AfterAnEpoch,
+    /// Never: the dorm refused its socket once.
+    Never,
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    conn: &mut Connection,
-    idle: Duration,
-    max_line: usize,
-) -> ReadEnd {
-    let mut lines = LineReader::new(max_line);
-    loop {
-        match tokio::time::timeout(idle, lines.next_line(rd)).await {
-            Err(_) => return ReadEnd::Idle,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "read failed");
-                return ReadEnd::Gone;
-            }
-            Ok(Ok(Line::Eof)) => return ReadEnd::Gone,
-            Ok(Ok(Line::TooLong)) => return ReadEnd::TooLong(max_line),
-            // Boxed: the engine's request future is several KiB, and inline
-            // it would be part of every idle connection's task.
-            Ok(Ok(Line::Frame(line))) => Box::pin(conn.handle_frame(&line)).await,
-        }
-    }
+/// How a round of [`Live::step`] left the session.
+enum Step {
+    End(End),
+    /// Nothing to do: what it waits on has its waker.
+    Quiet,
+    /// It used its rounds and asked to be polled again.
+    Yield,
 }
 
-enum Event {
-    Frames,
-    Closed(ErrorCode),
-    Reader(Option<ReadEnd>),
-    Stop,
-    Heartbeat,
+/// One connection's session. See the module docs.
+pub(crate) struct Live<Io> {
+    sock: Socket<Io>,
+    lines: LineReader,
+    /// The engine's connection; moved into `handling` while a line is
+    /// handled.
+    conn: Option<Connection>,
+    /// The request being handled, which hands the connection back. Boxed:
+    /// the engine's request future is several KiB, and lives only while a
+    /// line is handled.
+    handling: Option<Pin<Box<dyn Future<Output = Connection> + Send>>>,
+    /// The session's queue (its sending half is the engine's).
+    rx: OutboxReceiver,
+    /// When the client last completed a line, and when the server last
+    /// wrote (for the heartbeat).
+    heard: Instant,
+    wrote: Instant,
+    /// The clock's epoch this session last checked at, and whether it
+    /// waits for the next one.
+    epoch: u32,
+    waiting: bool,
+    /// Chat traffic in this epoch of the clock, counted up to `RESTLESS`.
+    traffic: u8,
+    rest: RestRule,
+    /// Armed while a write waits for the client: its `write_timeout`.
+    write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    shared: Arc<Shared>,
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    rx: &mut OutboxReceiver,
-    settings: &TcpSettings,
-    mut end: oneshot::Receiver<ReadEnd>,
-    stop: &mut watch::Receiver<bool>,
-) {
-    let timeout = settings.write_timeout;
-    let heartbeat = settings.heartbeat();
-    let mut frames: Vec<Bytes> = Vec::new();
-    loop {
-        let event = tokio::select! {
-            biased;
-            r = &mut end => Event::Reader(r.ok()),
-            _ = stop.wait_for(|s| *s) => Event::Stop,
-            r = rx.recv_many(&mut frames, BATCH) => match r {
-                Recv::Frames => Event::Frames,
-                Recv::Closed(code) => Event::Closed(code),
+impl<Io: Stream> Live<Io> {
+    /// A session for an admitted connection over `io`.
+    pub(crate) fn new(shared: Arc<Shared>, io: Io, conn: Connection, rx: OutboxReceiver) -> Self {
+        let now = Instant::now();
+        Live {
+            sock: Socket::new(io),
+            lines: LineReader::new(shared.max_line),
+            conn: Some(conn),
+            handling: None,
+            rx,
+            heard: now,
+            wrote: now,
+            epoch: shared.clock.epoch(),
+            waiting: false,
+            traffic: 0,
+            rest: if Io::REST_WHEN_NEW {
+                RestRule::Allowed
+            } else {
+                RestRule::AfterAnEpoch
             },
-            () = tokio::time::sleep(heartbeat.unwrap_or(Duration::MAX)), if heartbeat.is_some() => {
-                Event::Heartbeat
+            write_timer: None,
+            shared,
+        }
+    }
+
+    /// Runs the session until it ends, then says goodbye. (A plain
+    /// function returning an `async move` block: an `async fn` keeps its
+    /// arguments twice, in every connection's task.)
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(crate) fn run(self: Box<Self>) -> impl Future<Output = ()> + Send {
+        async move {
+            let mut live = self;
+            let end = std::future::poll_fn(|cx| live.poll_live(cx)).await;
+            // Boxed: the goodbye's state is needed once, at the end.
+            Box::pin(finish(live, end)).await;
+        }
+    }
+
+    fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        for _ in 0..ROUNDS {
+            if self.shared.stopping() {
+                return Poll::Ready(End::Stop);
             }
-        };
-        let last: Vec<ServerFrame> = match &event {
-            Event::Frames => {
-                let batch = join_lines(frames.iter().map(Bytes::as_ref));
-                // Keep nothing allocated between batches.
-                frames = Vec::new();
-                if write_flush(wr, &batch, timeout).await.is_err() {
-                    return;
+            if self.sock.io.resting() {
+                match self.doze(cx) {
+                    Err(end) => return Poll::Ready(end),
+                    Ok(false) => return Poll::Pending,
+                    Ok(true) => {}
                 }
-                continue;
             }
-            Event::Heartbeat => {
-                let ping = Codec::encode(&ServerFrame::Pong { id: None });
-                if write_flush(wr, &join_lines([ping.as_ref()]), timeout)
-                    .await
-                    .is_err()
-                {
-                    return;
+            match self.step(cx) {
+                Step::End(end) => return Poll::Ready(end),
+                Step::Yield => return Poll::Pending,
+                Step::Quiet => {}
+            }
+            let rests = self.rest == RestRule::Allowed
+                && self.traffic < RESTLESS
+                && self.handling.is_none()
+                && self.write_timer.is_none()
+                && !self.sock.has_output()
+                && self.lines.is_empty();
+            let Some(dorm) = self.shared.dorm.as_deref().filter(|_| rests) else {
+                return Poll::Pending;
+            };
+            match self.sock.io.rest(dorm, cx.waker()) {
+                Rest::Resting => {
+                    // An epoch (or the stop) that began before the socket
+                    // lay down woke the dorm without it: looked at now.
+                    if self.shared.clock.epoch() == self.epoch && !self.shared.stopping() {
+                        return Poll::Pending;
+                    }
                 }
-                continue;
-            }
-            Event::Closed(code) => vec![closing(*code)],
-            Event::Stop => vec![closing(ErrorCode::ShuttingDown)],
-            Event::Reader(Some(ReadEnd::Idle)) => vec![closing(ErrorCode::Idle)],
-            &Event::Reader(Some(ReadEnd::TooLong(limit))) => vec![
-                ServerFrame::Error {
-                    id: None,
-                    code: ErrorCode::FrameTooLarge,
-                    message: format!("line longer than {limit} bytes"),
-                },
-                closing(ErrorCode::FrameTooLarge),
-            ],
-            Event::Reader(_) => Vec::new(),
-        };
-        // When the reader ended it (idle, oversized line), what the engine
-        // had already queued (replies to earlier requests, `hello`) goes out
-        // before the last frames; a session the engine closed drops its
-        // queue, as the outbox does, and the client resumes by `seq`.
-        let mut tail = Vec::new();
-        if matches!(
-            event,
-            Event::Reader(Some(ReadEnd::Idle | ReadEnd::TooLong(_)))
-        ) {
-            while let Some(frame) = rx.try_recv() {
-                tail.push(frame);
+                Rest::Stays => return Poll::Pending,
+                Rest::Back => {
+                    // Once refused, it stays in the reactor for good.
+                    self.rest = RestRule::Never;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
         }
-        tail.extend(last.iter().map(Codec::encode));
-        let bytes = join_lines(tail.iter().map(Bytes::as_ref));
-        let _ = tokio::time::timeout(timeout, async {
-            wr.write_all(&bytes).await?;
-            wr.flush().await?;
-            // TLS close_notify, then TCP FIN.
-            wr.shutdown().await
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Does rounds of work until one makes no progress (`Quiet`), the
+    /// session ends, or `ROUNDS` are done (`Yield`, the task woken to come
+    /// back).
+    fn step(&mut self, cx: &mut Context<'_>) -> Step {
+        for _ in 0..ROUNDS {
+            let mut busy = false;
+            // Each side leaves a waker registered when it makes no
+            // progress; a round without progress ends the poll.
+            if let Some(end) = self.read_side(cx, &mut busy) {
+                return Step::End(end);
+            }
+            if let Some(end) = self.write_side(cx, &mut busy) {
+                return Step::End(end);
+            }
+            if let Some(end) = self.check_tick(cx, &mut busy) {
+                return Step::End(end);
+            }
+            if !busy {
+                return Step::Quiet;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Step::Yield
+    }
+
+    /// Finishes the request in progress, or takes (reading if need be)
+    /// the next line and starts handling it.
+    fn read_side(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
+        if let Some(handling) = self.handling.as_mut() {
+            let Poll::Ready(conn) = handling.as_mut().poll(cx) else {
+                return None;
+            };
+            self.conn = Some(conn);
+            self.handling = None;
+            *busy = true;
+        }
+        let line = match self.lines.next() {
+            Some(Line::Frame(line)) => line,
+            Some(Line::TooLong) => return Some(End::TooLong),
+            Some(Line::Eof) => return Some(End::Gone),
+            None => {
+                let lines = &mut self.lines;
+                return match self.sock.poll_read(cx, READ_BYTES, |b| lines.push(b)) {
+                    Poll::Ready(Ok(0)) => Some(End::Gone),
+                    Poll::Ready(Ok(_)) => {
+                        *busy = true;
+                        None
+                    }
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "read failed");
+                        Some(End::Gone)
+                    }
+                    Poll::Pending => None,
+                };
+            }
+        };
+        *busy = true;
+        self.heard = Instant::now();
+        self.traffic = self.traffic.saturating_add(1);
+        let Some(mut conn) = self.conn.take() else {
+            return Some(End::Closed(ErrorCode::Internal));
+        };
+        self.handling = Some(Box::pin(async move {
+            conn.handle_frame(&line).await;
+            conn
+        }));
+        None
+    }
+
+    /// Writes what is queued (bounded by `write_timeout`), then takes the
+    /// next batch from the outbox into the output, one line per frame.
+    fn write_side(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
+        if self.sock.has_output() {
+            match self.sock.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.write_timer = None;
+                    *busy = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "write failed");
+                    return Some(End::Broken);
+                }
+                Poll::Pending => {
+                    // Most writes finish at once: only one that has to
+                    // wait for the client pays for a timer. Meanwhile new
+                    // frames stay in the bounded outbox.
+                    let timeout = self.shared.settings.write_timeout;
+                    let timer = self
+                        .write_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        tracing::debug!("write timed out; dropping the client");
+                        return Some(End::Broken);
+                    }
+                    return None;
+                }
+            }
+        }
+        match self.take_batch(cx) {
+            Poll::Ready(Ok(())) => {
+                *busy = true;
+                None
+            }
+            Poll::Ready(Err(end)) => Some(end),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Takes what the outbox holds (up to `BATCH` frames) into the output.
+    fn take_batch(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        let mut frames: Vec<Bytes> = Vec::new();
+        match self.rx.poll_recv_many(cx, &mut frames, BATCH) {
+            Poll::Ready(Recv::Frames) => {
+                push_lines(&mut self.sock.out, frames.iter().map(Bytes::as_ref));
+                self.wrote = Instant::now();
+                self.traffic = self.traffic.saturating_add(1);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Recv::Closed(code)) => Poll::Ready(Err(End::Closed(code))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// A session woken with its socket in the dorm looks at what woke it,
+    /// and takes the socket back into tokio's reactor only if there is
+    /// work: most wake-ups of an idle session are the clock's, which need
+    /// a look at the time and, now and then, a heartbeat, written straight
+    /// to the socket. True when the socket is back.
+    fn doze(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        let work = self.look(cx)?;
+        if !work {
+            return Ok(false);
+        }
+        if let Some(dorm) = self.shared.dorm.as_deref() {
+            // Out of the dorm, it waits on the clock's list again.
+            self.waiting = false;
+            self.shared.risen.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.sock.io.rise(dorm) {
+                tracing::debug!(error = %e, "a socket could not leave the dorm");
+                return Err(End::Broken);
+            }
+        }
+        Ok(true)
+    }
+
+    /// What [`Live::doze`] looks at: the client's bytes, the outbox and
+    /// the clock. True when there is work for the running session; every
+    /// source it waits on holds its waker otherwise.
+    fn look(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        let lines = &mut self.lines;
+        match self.sock.read_at_rest(READ_BYTES, |b| lines.push(b)) {
+            Ok(Arrived::Nothing) => {}
+            // Anything a client sends is a request for the engine.
+            Ok(Arrived::Some | Arrived::More) => return Ok(true),
+            Err(e) => {
+                tracing::debug!(error = %e, "read at rest");
+                return Err(End::Gone);
+            }
+        }
+        match self.take_batch(cx) {
+            Poll::Ready(Ok(())) => return Ok(true),
+            Poll::Ready(Err(end)) => return Err(end),
+            Poll::Pending => {}
+        }
+        // A new epoch is looked at, then the next one waited for: three
+        // calls at most, even if an epoch begins in between.
+        for _ in 0..3 {
+            let mut busy = false;
+            if let Some(end) = self.check_tick(cx, &mut busy) {
+                return Err(end);
+            }
+            if !busy {
+                break;
+            }
+        }
+        // What the socket does not take (and TLS records it holds) the
+        // running session writes.
+        self.sock.write_resting().map_err(|e| {
+            tracing::debug!(error = %e, "write at rest");
+            End::Broken
         })
-        .await;
+    }
+
+    /// At each epoch of the server's clock: closes a client that has not
+    /// completed a line for `idle_timeout`, writes a heartbeat to one the
+    /// server has not written to for `heartbeat_interval`.
+    fn check_tick(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
+        let clock = &self.shared.clock;
+        let mut now = clock.epoch();
+        if now == self.epoch {
+            if self.waiting {
+                return None;
+            }
+            self.waiting = true;
+            if self.sock.io.resting() {
+                // The clock wakes every socket in the dorm at each tick.
+                return None;
+            }
+            now = clock.wait(cx);
+            if now == self.epoch {
+                return None;
+            }
+        }
+        // A new epoch: look, then wait for the next one (next round).
+        if self.rest == RestRule::AfterAnEpoch {
+            self.rest = RestRule::Allowed;
+        }
+        self.epoch = now;
+        self.waiting = false;
+        self.traffic = 0;
+        *busy = true;
+        let s = &self.shared.settings;
+        if self.heard.elapsed() >= s.idle_timeout {
+            return Some(End::Idle);
+        }
+        if s.heartbeat()
+            .is_some_and(|every| self.wrote.elapsed() >= every)
+        {
+            let ping = Codec::encode(&ServerFrame::Pong { id: None });
+            push_lines(&mut self.sock.out, [ping.as_ref()]);
+            self.wrote = Instant::now();
+        }
+        None
+    }
+}
+
+/// The clock's period for `settings`: half the shorter of the heartbeat
+/// interval and the idle timeout, so each is acted on between one and one
+/// and a half of itself.
+pub(crate) fn clock_period(settings: &TcpSettings) -> Duration {
+    let shortest = settings
+        .heartbeat()
+        .map_or(settings.idle_timeout, |h| h.min(settings.idle_timeout));
+    chat_net::clock::period(shortest)
+}
+
+/// Sends the last frames for how the session ended (`closing` with the
+/// reason; `error` first for an oversized line) and closes TLS, then
+/// reads what the client still sends, bounded, so closing does not reset
+/// the connection before the client has read them.
+async fn finish<Io: Stream>(live: Box<Live<Io>>, end: End) {
+    let Live {
+        mut sock,
+        conn,
+        handling,
+        mut rx,
+        shared,
+        ..
+    } = *live;
+    // A request still being handled is dropped with the session.
+    drop((handling, conn));
+    let s = &shared.settings;
+    if let Some(dorm) = shared.dorm.as_deref() {
+        if let Err(e) = sock.io.rise(dorm) {
+            tracing::debug!(error = %e, "a socket could not leave the dorm");
+            return;
+        }
+    }
+    let last: Vec<ServerFrame> = match end {
+        End::Broken => return,
+        End::Gone => Vec::new(),
+        End::Closed(code) => vec![closing(code)],
+        End::Stop => vec![closing(ErrorCode::ShuttingDown)],
+        End::Idle => vec![closing(ErrorCode::Idle)],
+        End::TooLong => vec![
+            ServerFrame::Error {
+                id: None,
+                code: ErrorCode::FrameTooLarge,
+                message: format!("line longer than {} bytes", shared.max_line),
+            },
+            closing(ErrorCode::FrameTooLarge),
+        ],
+    };
+    // When the transport ends it (idle, an oversized line, the stop),
+    // what the engine had already queued (replies to earlier requests,
+    // `hello`) goes out before the last frames; a session the engine
+    // closed drops its queue, as the outbox does, and the client resumes
+    // by `seq`.
+    if matches!(end, End::Idle | End::TooLong | End::Stop) {
+        while let Some(frame) = rx.try_recv() {
+            push_lines(&mut sock.out, [frame.as_ref()]);
+        }
+    }
+    let last: Vec<Bytes> = last.iter().map(Codec::encode).collect();
+    push_lines(&mut sock.out, last.iter().map(Bytes::as_ref));
+    // The session ends before the socket: nothing is queued for nobody.
+    drop(rx);
+    let goodbye = async {
+        std::future::poll_fn(|cx| sock.poll_drain(cx)).await?;
+        // TLS close_notify, then TCP FIN.
+        std::future::poll_fn(|cx| sock.poll_shutdown(cx)).await
+    };
+    if tokio::time::timeout(s.write_timeout, goodbye)
+        .await
+        .is_err()
+    {
         return;
     }
+    // Linger only when the server closed first (the client may still be
+    // sending); a client that closed its side has nothing left to send.
+    if end != End::Gone {
+        linger(&mut sock, s.close_linger, s.close_linger_bytes).await;
+    }
+}
+
+/// Reads and discards what the client still sends, for a bounded time and
+/// byte count.
+async fn linger<Io: Stream>(sock: &mut Socket<Io>, linger: Duration, max_bytes: usize) {
+    let mut left = max_bytes;
+    let _ = tokio::time::timeout(linger, async {
+        while left > 0 {
+            let read = std::future::poll_fn(|cx| sock.poll_read(cx, READ_BYTES, |_| {}));
+            match read.await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// The `closing` frame for a reason.
@@ -206,62 +583,24 @@ fn closing(reason: ErrorCode) -> ServerFrame {
     }
 }
 
-/// Frames joined into one buffer, each followed by `\n`, for one TLS write.
-fn join_lines<'a>(frames: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
-    let len: usize = frames.clone().into_iter().map(|f| f.len() + 1).sum();
-    let mut out = Vec::with_capacity(len);
+/// Appends frames to `out`, each followed by `\n`.
+pub(crate) fn push_lines<'a>(out: &mut Vec<u8>, frames: impl IntoIterator<Item = &'a [u8]>) {
     for f in frames {
         out.extend_from_slice(f);
         out.push(b'\n');
     }
-    out
 }
 
-async fn write_flush<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    bytes: &[u8],
-    timeout: Duration,
-) -> Result<(), ()> {
-    match tokio::time::timeout(timeout, async {
-        wr.write_all(bytes).await?;
-        wr.flush().await
-    })
-    .await
-    {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "write failed");
-            Err(())
-        }
-        Err(_) => {
-            tracing::debug!("write timed out; dropping the client");
-            Err(())
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle TLS connection's session is these fields, boxed, for as
+    /// long as the connection lives (rustls' connection object is not
+    /// among them once the handshake is over).
+    #[test]
+    fn a_tls_sessions_fields_fit_512_bytes() {
+        let size = std::mem::size_of::<Live<chat_net::Tls>>();
+        assert!(size <= 512, "{size}");
     }
-}
-
-/// Reads and discards what the client still sends, for a bounded time and
-/// byte count, so that closing does not reset the connection before the
-/// client has read the last frames.
-async fn drain<S: AsyncRead>(rd: &mut ReadHalf<S>, linger: Duration, max_bytes: usize) {
-    let mut left = max_bytes;
-    let _ = tokio::time::timeout(linger, async {
-        while left > 0 {
-            let n = poll_fn(|cx| {
-                let mut chunk = [0u8; 2048];
-                let mut rb = ReadBuf::new(&mut chunk);
-                match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => Poll::Ready(rb.filled().len()),
-                    Poll::Ready(Err(_)) => Poll::Ready(0),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await;
-            if n == 0 {
-                return;
-            }
-            left = left.saturating_sub(n);
-        }
-    })
-    .await;
 }

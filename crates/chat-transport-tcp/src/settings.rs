@@ -26,11 +26,16 @@ pub struct TcpSettings {
     /// Longest the server waits for the next complete line from a client;
     /// past it the client gets a `closing` frame with reason `idle` and is
     /// dropped. Clients that only listen send `ping` to stay connected.
+    /// Checked by the server's one clock, which ticks every half of the
+    /// shorter of this and [`heartbeat_interval`](Self::heartbeat_interval):
+    /// a quiet client is closed between one and one and a half timeouts.
     /// Default 5 min.
     pub idle_timeout: Duration,
     /// When the server has written nothing to a client for this long it
     /// writes a heartbeat: a `pong` frame without an `id`
-    /// (`{"type":"pong"}`), so dead peers and idle NAT mappings are found.
+    /// (`{"type":"pong"}`), so dead peers and idle NAT mappings are found:
+    /// between one and one and a half intervals after its last write (see
+    /// [`idle_timeout`](Self::idle_timeout) for the clock).
     /// [`Duration::ZERO`] turns heartbeats off. Default 30 s.
     pub heartbeat_interval: Duration,
     /// Longest one socket write (a batch of frames, the final `closing`

@@ -64,9 +64,9 @@
 //! # Layout
 //!
 //! - `server.rs`: [`serve`], the accept loop, TLS, HTTP connections and
-//!   shutdown; `router.rs`: routing and `/health`; `tls.rs`: the TLS
-//!   stream; `stream.rs` and `dorm.rs`: where a sleeping session's socket
-//!   waits.
+//!   shutdown; `router.rs`: routing and `/health`. The TLS stream, the
+//!   dorm where a sleeping session's socket waits and the ping clock are
+//!   [`chat_net`]'s, shared with the TLS TCP transport.
 //! - `ws.rs`: the upgrade and the WebSocket session; `frame.rs`: the
 //!   WebSocket framing (parsing the client's frames, encoding the
 //!   server's); `rest.rs`: the REST API;
@@ -96,7 +96,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
-mod dorm;
 mod error;
 pub mod files;
 mod frame;
@@ -104,16 +103,10 @@ mod frame;
 pub mod fuzzing;
 mod http;
 pub mod metrics;
-mod ping;
-mod records;
 pub mod rest;
 mod router;
 mod server;
 mod settings;
-mod stream;
-#[cfg(test)]
-mod testing;
-mod tls;
 mod web;
 mod ws;
 

@@ -26,12 +26,12 @@ use tokio::sync::{watch, Notify, Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::dorm::Dorm;
 use crate::error::Error;
 use crate::metrics::TransportStats;
-use crate::ping::{self, PingClock};
 use crate::settings::WsSettings;
 use crate::ws::PendingWs;
+use chat_net::clock::{self, Clock};
+use chat_net::Dorm;
 
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     /// Slots for HTTP uploads in progress.
     pub(crate) uploads: Semaphore,
     /// The WebSocket sessions' shared ping clock.
-    pub(crate) ping: Arc<PingClock>,
+    pub(crate) ping: Arc<Clock>,
     /// The WebSocket sessions alive, running or asleep.
     pub(crate) sessions: Sessions,
     /// The runtime `serve` runs on, where a sleeping session wakes up.
@@ -152,7 +152,7 @@ where
     };
     let shared = Arc::new(Shared {
         // Our records take over from rustls after each handshake, with
-        // the secrets it extracts (`tls.rs`): allowed once, here.
+        // the secrets it extracts (`chat_net::tls`): allowed once, here.
         tls: settings.tls.as_deref().map(|config| {
             let mut config = config.clone();
             config.enable_secret_extraction = true;
@@ -163,7 +163,7 @@ where
         settings,
         stats: TransportStats::default(),
         shutdown: stop_rx,
-        ping: Arc::new(PingClock::default()),
+        ping: Arc::new(Clock::default()),
         sessions: Sessions::default(),
         runtime: tokio::runtime::Handle::current(),
         dorm: dorm.as_ref().map(|d| d.0.clone()),
@@ -171,7 +171,7 @@ where
     });
     // Ended with the server (below), whichever way it stops.
     let ping_clock = tokio::spawn(shared.ping.clone().run(
-        ping::period(shared.settings.ping_interval),
+        clock::period(shared.settings.ping_interval),
         shared.dorm.clone(),
     ));
     let mut tasks: JoinSet<Option<Upgraded>> = JoinSet::new();
@@ -361,7 +361,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, slot: Slot) -> Option<Upgr
         None => http(shared.clone(), tcp, peer).await,
         Some(config) => {
             let timeout = shared.settings.handshake_timeout;
-            match tokio::time::timeout(timeout, crate::tls::accept(tcp, config)).await {
+            match tokio::time::timeout(timeout, chat_net::tls::accept(tcp, config)).await {
                 Ok(Ok(tls)) => http(shared.clone(), tls, peer).await,
                 Ok(Err(e)) => {
                     shared.stats.tls_failures.inc();

@@ -24,14 +24,13 @@
 //! idle connection); woken there, it looks at what woke it
 //! ([`Live::doze`]) and takes the socket back only if there is work.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,15 +47,15 @@ use hyper::header::{
 };
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, Inbound};
 use crate::http::{self, Body};
 use crate::server::{Place, Shared};
-use crate::stream::{Plain, Rest, Stream};
-use crate::tls::Tls;
+use chat_net::socket::Arrived;
+use chat_net::{Plain, Rest, Socket, Stream, Tls};
 
 /// An accepted upgrade waiting for hyper to hand the socket over.
 pub(crate) struct PendingWs {
@@ -204,73 +203,6 @@ enum End {
     Frame(FrameError),
 }
 
-thread_local! {
-    /// The read buffer the worker thread's sessions share: bytes are parsed
-    /// as soon as they are read, so no session keeps one of its own.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The connection and the bytes waiting to be written to it. Frames are
-/// queued whole, so a ping or a pong queued while a batch is half written
-/// goes out after it.
-struct Socket<Io> {
-    io: Io,
-    /// Encoded frames not yet written, from `written` on; released once
-    /// written, so an idle connection holds no buffer.
-    out: Vec<u8>,
-    written: usize,
-    /// Bytes were written and not yet flushed (TLS may still hold records).
-    unflushed: bool,
-}
-
-impl<Io: Stream> Socket<Io> {
-    /// Reads up to `max` bytes into the thread's shared buffer and hands
-    /// them to `take`; 0 means end of stream.
-    fn poll_read(
-        &mut self,
-        cx: &mut Context<'_>,
-        max: usize,
-        take: impl FnOnce(&[u8]),
-    ) -> Poll<io::Result<usize>> {
-        SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.len() < max {
-                scratch.resize(max, 0);
-            }
-            let mut rb = ReadBuf::new(&mut scratch[..max]);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
-            let got = rb.filled();
-            take(got);
-            Poll::Ready(Ok(got.len()))
-        })
-    }
-
-    /// Whether frames are waiting to be written or flushed.
-    fn has_output(&self) -> bool {
-        self.written < self.out.len() || self.unflushed || self.io.buffered()
-    }
-
-    /// Writes everything queued, then flushes.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-            self.unflushed = true;
-        }
-        if self.written > 0 {
-            self.out = Vec::new();
-            self.written = 0;
-        }
-        if self.unflushed || self.io.buffered() {
-            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-            self.unflushed = false;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// Reads more of the client's bytes into `dec`; 0 means end of stream.
 async fn read_more<Io: Stream>(
     sock: &mut Socket<Io>,
@@ -335,10 +267,50 @@ fn start(
         )),
         Err(upgraded) => Either::Right(match upgraded.downcast::<TokioIo<Tls>>() {
             Ok(parts) => boxed(place, parts.io.into_inner(), parts.read_buf, permit, peer),
-            Err(upgraded) => boxed(place, TokioIo::new(upgraded), Bytes::new(), permit, peer),
+            Err(upgraded) => boxed(
+                place,
+                Other(TokioIo::new(upgraded)),
+                Bytes::new(),
+                permit,
+                peer,
+            ),
         }),
     }
 }
+
+/// A stream hyper upgraded but did not hand over as one of ours: it keeps
+/// its registration while the session sleeps.
+struct Other(TokioIo<hyper::upgrade::Upgraded>);
+
+impl AsyncRead for Other {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Other {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl Stream for Other {}
 
 /// A session over `io`, its future boxed.
 fn boxed<Io: Stream>(
@@ -701,12 +673,7 @@ impl<Io: Stream> Live<Io> {
         let mut dec = Decoder::new(shared.settings.max_message_bytes);
         dec.push(&early);
         Live {
-            sock: Socket {
-                io,
-                out: Vec::new(),
-                written: 0,
-                unflushed: false,
-            },
+            sock: Socket::new(io),
             dec,
             conn: Some(conn),
             handling: None,
@@ -909,27 +876,15 @@ impl<Io: Stream> Live<Io> {
     /// every source it waits on holds its waker otherwise.
     fn look(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
         let max = self.shared.settings.read_buffer_bytes;
-        // The dorm wakes on new input only: what came is read to the end
-        // (`WouldBlock`), or the socket goes back to tokio, which reads on.
-        for reads in 0.. {
-            let (dec, io) = (&mut self.dec, &mut self.sock.io);
-            let got = SCRATCH.with_borrow_mut(|scratch| {
-                if scratch.len() < max {
-                    scratch.resize(max, 0);
-                }
-                let n = io.read_resting(&mut scratch[..max])?;
-                dec.push(&scratch[..n]);
-                Ok::<_, io::Error>(n)
-            });
-            match got {
-                Ok(0) => return Err(End::Gone("end of stream".to_owned())),
-                Ok(_) if reads < 4 => self.heard = Instant::now(),
-                Ok(_) => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // tokio retries it once the socket is back.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
-                Err(e) => return Err(End::Gone(e.to_string())),
+        let dec = &mut self.dec;
+        match self.sock.read_at_rest(max, |b| dec.push(b)) {
+            Ok(Arrived::Nothing) => {}
+            Ok(Arrived::Some) => self.heard = Instant::now(),
+            Ok(Arrived::More) => {
+                self.heard = Instant::now();
+                return Ok(true);
             }
+            Err(e) => return Err(End::Gone(e.to_string())),
         }
         // Keep-alives are answered here; anything else (a message, a
         // close, part of a frame) is work for the running session.
@@ -965,22 +920,11 @@ impl<Io: Stream> Live<Io> {
                 break;
             }
         }
-        let sock = &mut self.sock;
-        while sock.written < sock.out.len() {
-            match sock.io.write_resting(&sock.out[sock.written..]) {
-                Ok(0) => return Err(End::Gone("write returned 0".to_owned())),
-                Ok(n) => sock.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(End::Gone(e.to_string())),
-            }
-        }
-        if sock.written > 0 {
-            sock.out = Vec::new();
-            sock.written = 0;
-        }
-        // TLS records the socket did not take: the running session flushes.
-        Ok(sock.io.buffered())
+        // What the socket does not take (and TLS records it holds) the
+        // running session writes.
+        self.sock
+            .write_resting()
+            .map_err(|e| End::Gone(e.to_string()))
     }
 
     /// At each epoch of the server's ping clock: closes a client quiet for
@@ -1132,10 +1076,10 @@ mod tests {
     }
 
     /// A TLS session's fields: rustls' connection object is not among
-    /// them once the handshake is over (`records.rs`).
+    /// them once the handshake is over (`chat_net`'s records).
     #[test]
     fn a_tls_sessions_fields_fit_512_bytes() {
-        let size = std::mem::size_of::<Live<crate::tls::Tls>>();
+        let size = std::mem::size_of::<Live<Tls>>();
         assert!(size <= 512, "{size}");
     }
 }

@@ -1,4 +1,4 @@
-//! HTTPS and WSS on rustls' unbuffered API: a TLS connection that holds
+//! Server-side TLS on rustls' unbuffered API: a connection that holds
 //! no buffer while it is idle, and whose socket rests in the dorm like a
 //! plain one.
 //!
@@ -6,16 +6,16 @@
 //! connection's whole life, and tokio-rustls keeps the socket in tokio's
 //! reactor: together more than the 4 KiB an idle TLS connection may cost.
 //! [`Tls`] drives an `UnbufferedServerConnection` through the handshake
-//! over a [`Plain`] socket, then hands its records to [`Records`] (rustls'
+//! over a [`Plain`] socket, then hands its records to `Records` (rustls'
 //! record protection without the rest of its connection object), with
 //! three buffers of its own, each allocated only while it holds bytes:
 //! ciphertext received that is not yet a whole record, plaintext decrypted
 //! and not yet read, ciphertext encrypted and not yet sent. What an idle
-//! WSS connection keeps of TLS is its two keys and rustls' key schedule.
+//! connection keeps of TLS is its two keys and rustls' key schedule.
 //!
 //! Reads go through a buffer the worker thread shares; records are
 //! decrypted as soon as they are whole. Writes are encrypted into the
-//! outgoing buffer at once (at most [`MAX_PENDING_OUT`] bytes wait there
+//! outgoing buffer at once (at most 64 KiB, `MAX_PENDING_OUT`, wait there
 //! before a write waits for the socket) and sent on flush.
 
 use std::cell::RefCell;
@@ -87,7 +87,7 @@ enum Session {
 }
 
 /// A server-side TLS connection over a [`Plain`] socket.
-pub(crate) struct Tls {
+pub struct Tls {
     io: Plain,
     session: Session,
     /// Ciphertext received and not yet processed: part of a record.
@@ -128,9 +128,9 @@ pub(crate) fn tls_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) 
 
 /// Runs the server's side of the TLS handshake on `tcp`. Bound it with a
 /// timeout: a client that stops halfway is waited for. With
-/// `enable_secret_extraction` set in `config`, [`Records`] take the
+/// `enable_secret_extraction` set in `config`, `Records` take the
 /// connection over once the handshake is over (the server sets it).
-pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls> {
+pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls> {
     let hand_over = config.enable_secret_extraction;
     let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
     let mut tls = Tls {

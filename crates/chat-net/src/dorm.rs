@@ -1,4 +1,4 @@
-//! Where the sockets of sleeping WebSocket sessions wait for their
+//! Where the sockets of sleeping sessions wait for their
 //! clients: one epoll set of the server's own, outside tokio's reactor.
 //!
 //! tokio keeps a registration of about 256 bytes (cache-line aligned) for
@@ -42,7 +42,7 @@ const STOP: Token = Token(usize::MAX);
 
 /// The dorm. See the module docs.
 #[derive(Debug)]
-pub(crate) struct Dorm {
+pub struct Dorm {
     registry: Registry,
     beds: Mutex<Beds>,
     stopping: AtomicBool,
@@ -58,12 +58,12 @@ struct Beds {
 
 /// A socket's place in the dorm, given back with [`Dorm::get_up`].
 #[derive(Debug)]
-pub(crate) struct Bed(u32);
+pub struct Bed(u32);
 
 impl Dorm {
     /// A dorm and its task (on the current runtime), which runs until
     /// [`Dorm::stop`].
-    pub(crate) fn start() -> io::Result<Arc<Dorm>> {
+    pub fn start() -> io::Result<Arc<Dorm>> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let stop = mio::Waker::new(poll.registry(), STOP)?;
@@ -85,7 +85,7 @@ impl Dorm {
 
     /// Ends the dorm's task (sockets still lying in it then wake no one;
     /// the server stops after its sessions have ended).
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         if let Err(e) = self.stop.wake() {
             tracing::warn!(error = %e, "the dorm's task could not be told to stop");
@@ -95,7 +95,7 @@ impl Dorm {
     /// Watches `fd` for input (or its end) and wakes `waker` then, until
     /// [`Dorm::get_up`]. A socket with input waiting already wakes it at
     /// once.
-    pub(crate) fn lie_down(&self, fd: RawFd, waker: &Waker) -> io::Result<Bed> {
+    pub fn lie_down(&self, fd: RawFd, waker: &Waker) -> io::Result<Bed> {
         let bed = {
             let mut beds = self.lock();
             let bed = match beds.free.pop() {
@@ -123,7 +123,7 @@ impl Dorm {
     }
 
     /// Takes `fd` out of the dorm and frees its bed.
-    pub(crate) fn get_up(&self, fd: RawFd, bed: Bed) {
+    pub fn get_up(&self, fd: RawFd, bed: Bed) {
         // Fails only if the descriptor is not in the set, which a bed
         // given out by `lie_down` rules out; the bed is freed regardless.
         if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
@@ -137,7 +137,7 @@ impl Dorm {
     /// while waking. Returns where the next slice starts, `None` after the
     /// last. The clock lets the woken sessions run between slices, so a
     /// tick never has every sleeper's task allocated at once.
-    pub(crate) fn wake_slice(&self, from: usize) -> Option<usize> {
+    pub fn wake_slice(&self, from: usize) -> Option<usize> {
         let (woken, next): (Vec<Waker>, usize) = {
             let beds = self.lock();
             let slice = beds.wakers.get(from..)?;
@@ -154,6 +154,12 @@ impl Dorm {
             waker.wake();
         }
         Some(next)
+    }
+
+    /// How many sockets lie in the dorm.
+    pub fn sleepers(&self) -> usize {
+        let beds = self.lock();
+        beds.wakers.len() - beds.free.len()
     }
 
     fn free(&self, bed: u32) {
@@ -275,6 +281,7 @@ mod tests {
             .lie_down(other_server.as_raw_fd(), &Waker::from(third.clone()))
             .unwrap();
         assert_eq!(other_bed.0, 1);
+        assert_eq!(dorm.sleepers(), 2);
         drop(other);
         until(&third, 1).await;
         // The clock's tick wakes every sleeper, input or not.

@@ -1,13 +1,13 @@
-//! The streams a WebSocket session runs over, and how each sleeps: a plain
-//! socket leaves tokio's reactor for the server's [`Dorm`] while its
-//! session sleeps, and so does a TLS one ([`Tls`](crate::tls::Tls) runs
-//! over [`Plain`]); any other stream hyper upgraded stays where it is.
+//! The streams a session runs over, and how each sleeps: a plain socket
+//! leaves tokio's reactor for the server's [`Dorm`] while its session
+//! sleeps, and so does a TLS one ([`Tls`](crate::tls::Tls) runs over
+//! [`Plain`]); any other stream keeps the trait's defaults and stays
+//! where it is.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -15,7 +15,7 @@ use crate::dorm::{Bed, Dorm};
 
 /// How [`Stream::rest`] went.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Rest {
+pub enum Rest {
     /// The socket is in the dorm, which wakes the session on input.
     Resting,
     /// The stream stays in tokio's reactor, whose registration keeps the
@@ -28,7 +28,7 @@ pub(crate) enum Rest {
 
 /// A session's stream: tokio's reads and writes while the session runs,
 /// and, while it sleeps, whether the socket can wait outside tokio.
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Whether a new session's socket may rest from its first sleep, or
     /// only once the ping clock's next epoch has begun.
     const REST_WHEN_NEW: bool = true;
@@ -66,15 +66,13 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     }
 }
 
-/// A stream hyper upgraded but did not hand over as one of ours keeps its
-/// registration while the session sleeps.
-impl Stream for TokioIo<hyper::upgrade::Upgraded> {}
-
 /// A plain connection's socket: in tokio's reactor while its session runs,
 /// in the dorm while it sleeps.
 #[derive(Debug)]
-pub(crate) enum Plain {
+pub enum Plain {
+    /// In tokio's reactor.
     Up(TcpStream),
+    /// In the dorm, in this bed.
     Resting(std::net::TcpStream, Bed),
     /// Lost moving between the two (the OS refused); reads and writes fail
     /// and the session ends.

@@ -1,6 +1,7 @@
-//! The clock every WebSocket session of a server shares for its pings and
-//! idle checks: one timer for the whole server instead of one per session
-//! (a tokio timer is over 100 bytes, kept by every idle connection).
+//! The clock every session of a server shares for its pings, heartbeats
+//! and idle checks: one timer for the whole server instead of one per
+//! session (a tokio timer is over 100 bytes, kept by every idle
+//! connection).
 //!
 //! Every `period` the clock starts a new epoch and wakes the sessions
 //! waiting for it; a session that sees a new epoch checks how long its
@@ -18,7 +19,7 @@ const WAKE_SLICE: usize = 256;
 
 /// The shared clock. See the module docs.
 #[derive(Debug, Default)]
-pub(crate) struct PingClock {
+pub struct Clock {
     /// Wraps around (after 2^32 epochs): sessions only compare it for
     /// equality, and it keeps their copy at four bytes.
     epoch: AtomicU32,
@@ -28,16 +29,16 @@ pub(crate) struct PingClock {
     waiting: Mutex<Vec<Waker>>,
 }
 
-impl PingClock {
+impl Clock {
     /// The current epoch.
-    pub(crate) fn epoch(&self) -> u32 {
+    pub fn epoch(&self) -> u32 {
         self.epoch.load(Ordering::Acquire)
     }
 
     /// Wakes `cx`'s task at the next epoch. Returns the epoch current once
     /// registered: if it is not the one the caller saw, an epoch began
     /// meanwhile and the caller should look again now.
-    pub(crate) fn wait(&self, cx: &Context<'_>) -> u32 {
+    pub fn wait(&self, cx: &Context<'_>) -> u32 {
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -59,10 +60,37 @@ impl PingClock {
         }
     }
 
+    /// Starts a new epoch and wakes every session waiting for it, and
+    /// every sleeper in `dorm`: what a tick does. A server stopping calls
+    /// it after setting its own stop flag, so that every session looks at
+    /// that flag: one registered after this call finds the epoch changed.
+    pub async fn wake_everyone(&self, dorm: Option<&Dorm>) {
+        // A slice at a time: the woken sessions run (and their tasks
+        // end) before the next slice is woken, so a tick never has
+        // every session's task allocated at once.
+        let mut waiting = self.start_epoch().into_iter();
+        loop {
+            let mut woken = 0;
+            for waker in waiting.by_ref().take(WAKE_SLICE) {
+                waker.wake();
+                woken += 1;
+            }
+            if woken < WAKE_SLICE {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let mut from = dorm.map(|_| 0);
+        while let (Some(dorm), Some(at)) = (dorm, from) {
+            from = dorm.wake_slice(at);
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Ticks every `period`, forever (the server aborts it when it stops),
     /// waking the sessions waiting for the next epoch and the sleepers in
     /// `dorm`.
-    pub(crate) async fn run(
+    pub async fn run(
         self: std::sync::Arc<Self>,
         period: Duration,
         dorm: Option<std::sync::Arc<Dorm>>,
@@ -71,34 +99,16 @@ impl PingClock {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            // A slice at a time: the woken sessions run (and their tasks
-            // end) before the next slice is woken, so a tick never has
-            // every session's task allocated at once.
-            let mut waiting = self.start_epoch().into_iter();
-            loop {
-                let mut woken = 0;
-                for waker in waiting.by_ref().take(WAKE_SLICE) {
-                    waker.wake();
-                    woken += 1;
-                }
-                if woken < WAKE_SLICE {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            let mut from = dorm.as_ref().map(|_| 0);
-            while let (Some(dorm), Some(at)) = (&dorm, from) {
-                from = dorm.wake_slice(at);
-                tokio::task::yield_now().await;
-            }
+            self.wake_everyone(dorm.as_deref()).await;
         }
     }
 }
 
-/// The clock's period for a ping interval: half of it, so a client is
-/// pinged between one and one and a half intervals after it went quiet.
-pub(crate) fn period(ping_interval: Duration) -> Duration {
-    (ping_interval / 2).max(Duration::from_millis(1))
+/// The clock's period for an interval (a ping's, a heartbeat's): half of
+/// it, so a client is pinged between one and one and a half intervals
+/// after it went quiet.
+pub fn period(interval: Duration) -> Duration {
+    (interval / 2).max(Duration::from_millis(1))
 }
 
 #[cfg(test)]
@@ -110,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_tick_wakes_each_waiting_session_once_and_starts_an_epoch() {
-        let clock = PingClock::default();
+        let clock = Clock::default();
         let counters: Vec<Arc<Counter>> = (0..3).map(|_| Arc::new(Counter::default())).collect();
         for c in &counters {
             let waker = Waker::from(c.clone());
