@@ -104,6 +104,62 @@ impl Clock {
     }
 }
 
+/// A session's place on the [`Clock`]: the epoch it last looked at, and
+/// whether it is registered for the next one, in four bytes (the flag in
+/// the top bit: epochs are compared on the other 31, which wrap after
+/// 2^31 ticks).
+#[derive(Debug, Clone, Copy)]
+pub struct Epoch(u32);
+
+/// [`Epoch`]'s flag: registered on the clock's list for the next epoch.
+const WAITING: u32 = 1 << 31;
+
+impl Epoch {
+    /// At the clock's current epoch, not yet registered for the next.
+    pub fn new(clock: &Clock) -> Self {
+        Epoch(clock.epoch() & !WAITING)
+    }
+
+    fn seen(self) -> u32 {
+        self.0 & !WAITING
+    }
+
+    /// Whether the clock is still at the epoch last looked at.
+    pub fn is_current(self, clock: &Clock) -> bool {
+        clock.epoch() & !WAITING == self.seen()
+    }
+
+    /// Whether a new epoch has begun since the last look: the session
+    /// acts on it, and the next call registers for the one after. If not,
+    /// `cx` is woken at the next one (registered once per epoch), unless
+    /// the session's socket is `resting`: each tick wakes the dorm's
+    /// sleepers, who are not on the clock's list.
+    pub fn poll_new(&mut self, clock: &Clock, resting: bool, cx: &Context<'_>) -> bool {
+        let mut now = clock.epoch() & !WAITING;
+        if now == self.seen() {
+            if self.0 & WAITING != 0 {
+                return false;
+            }
+            self.0 |= WAITING;
+            if resting {
+                return false;
+            }
+            now = clock.wait(cx) & !WAITING;
+            if now == self.seen() {
+                return false;
+            }
+        }
+        self.0 = now;
+        true
+    }
+
+    /// The session's socket left the dorm: it registers on the clock's
+    /// list again at its next look.
+    pub fn rejoin(&mut self) {
+        self.0 &= !WAITING;
+    }
+}
+
 /// The clock's period for an interval (a ping's, a heartbeat's): half of
 /// it, so a client is pinged between one and one and a half intervals
 /// after it went quiet.
@@ -138,5 +194,29 @@ mod tests {
             assert_eq!(c.count(), 1);
         }
         assert_eq!(period(Duration::from_secs(30)), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn an_epoch_is_seen_once_and_the_next_waited_for_once() {
+        let clock = Clock::default();
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(counter.clone());
+        let cx = Context::from_waker(&waker);
+        let mut epoch = Epoch::new(&clock);
+        assert!(!epoch.poll_new(&clock, false, &cx));
+        // Registered once, however often it looks within the epoch.
+        assert!(!epoch.poll_new(&clock, false, &cx));
+        assert_eq!(clock.waiting.lock().unwrap().len(), 1);
+        clock.tick();
+        assert_eq!(counter.count(), 1);
+        assert!(epoch.poll_new(&clock, false, &cx));
+        assert!(epoch.is_current(&clock));
+        assert_eq!(std::mem::size_of::<Epoch>(), 4);
+        // Resting: the dorm's tick wakes it, not the clock's list.
+        assert!(!epoch.poll_new(&clock, true, &cx));
+        assert!(clock.waiting.lock().unwrap().is_empty());
+        epoch.rejoin();
+        assert!(!epoch.poll_new(&clock, false, &cx));
+        assert_eq!(clock.waiting.lock().unwrap().len(), 1);
     }
 }

@@ -63,8 +63,8 @@ pub mod stream;
 mod testing;
 pub mod tls;
 
-pub use clock::Clock;
+pub use clock::{Clock, Epoch};
 pub use dorm::Dorm;
 pub use socket::Socket;
-pub use stream::{Plain, Rest, Stream};
+pub use stream::{Plain, Rest, RestRule, Stream};
 pub use tls::Tls;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_core::{Codec, Connection, Engine, ErrorCode, OutboxReceiver, Recv, ServerFrame};
 use chat_net::socket::Arrived;
-use chat_net::{Clock, Dorm, Rest, Socket, Stream};
+use chat_net::{Clock, Dorm, Epoch, Rest, RestRule, Socket, Stream};
 use tokio::time::Instant;
 
 use crate::line::{Line, LineReader};
@@ -113,17 +113,6 @@ enum End {
     TooLong,
 }
 
-/// Whether a quiet session's socket may rest in the dorm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RestRule {
-    /// Whenever the session is quiet with little traffic (`RESTLESS`).
-    Allowed,
-    /// Not before the clock's next epoch ([`Stream::REST_WHEN_NEW`]).
-    AfterAnEpoch,
-    /// Never: the dorm refused its socket once.
-    Never,
-}
-
 /// How a round of [`Live::step`] left the session.
 enum Step {
     End(End),
@@ -150,12 +139,11 @@ pub(crate) struct Live<Io> {
     /// wrote (for the heartbeat).
     heard: Instant,
     wrote: Instant,
-    /// The clock's epoch this session last checked at, and whether it
-    /// waits for the next one.
-    epoch: u32,
-    waiting: bool,
+    /// Its place on the server's clock.
+    epoch: Epoch,
     /// Chat traffic in this epoch of the clock, counted up to `RESTLESS`.
     traffic: u8,
+    /// Whether its socket may rest (when under `RESTLESS`).
     rest: RestRule,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -174,14 +162,9 @@ impl<Io: Stream> Live<Io> {
             rx,
             heard: now,
             wrote: now,
-            epoch: shared.clock.epoch(),
-            waiting: false,
+            epoch: Epoch::new(&shared.clock),
             traffic: 0,
-            rest: if Io::REST_WHEN_NEW {
-                RestRule::Allowed
-            } else {
-                RestRule::AfterAnEpoch
-            },
+            rest: RestRule::new::<Io>(),
             write_timer: None,
             shared,
         }
@@ -230,7 +213,7 @@ impl<Io: Stream> Live<Io> {
                 Rest::Resting => {
                     // An epoch (or the stop) that began before the socket
                     // lay down woke the dorm without it: looked at now.
-                    if self.shared.clock.epoch() == self.epoch && !self.shared.stopping() {
+                    if self.epoch.is_current(&self.shared.clock) && !self.shared.stopping() {
                         return Poll::Pending;
                     }
                 }
@@ -382,7 +365,7 @@ impl<Io: Stream> Live<Io> {
         }
         if let Some(dorm) = self.shared.dorm.as_deref() {
             // Out of the dorm, it waits on the clock's list again.
-            self.waiting = false;
+            self.epoch.rejoin();
             self.shared.risen.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.sock.io.rise(dorm) {
                 tracing::debug!(error = %e, "a socket could not leave the dorm");
@@ -434,28 +417,12 @@ impl<Io: Stream> Live<Io> {
     /// completed a line for `idle_timeout`, writes a heartbeat to one the
     /// server has not written to for `heartbeat_interval`.
     fn check_tick(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
-        let clock = &self.shared.clock;
-        let mut now = clock.epoch();
-        if now == self.epoch {
-            if self.waiting {
-                return None;
-            }
-            self.waiting = true;
-            if self.sock.io.resting() {
-                // The clock wakes every socket in the dorm at each tick.
-                return None;
-            }
-            now = clock.wait(cx);
-            if now == self.epoch {
-                return None;
-            }
+        let resting = self.sock.io.resting();
+        if !self.epoch.poll_new(&self.shared.clock, resting, cx) {
+            return None;
         }
         // A new epoch: look, then wait for the next one (next round).
-        if self.rest == RestRule::AfterAnEpoch {
-            self.rest = RestRule::Allowed;
-        }
-        self.epoch = now;
-        self.waiting = false;
+        self.rest.new_epoch();
         self.traffic = 0;
         *busy = true;
         let s = &self.shared.settings;

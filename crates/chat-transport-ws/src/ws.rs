@@ -55,7 +55,7 @@ use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, In
 use crate::http::{self, Body};
 use crate::server::{Place, Shared};
 use chat_net::socket::Arrived;
-use chat_net::{Plain, Rest, Socket, Stream, Tls};
+use chat_net::{Epoch, Plain, Rest, RestRule, Socket, Stream, Tls};
 
 /// An accepted upgrade waiting for hyper to hand the socket over.
 pub(crate) struct PendingWs {
@@ -475,7 +475,7 @@ impl<Io: Stream> Future for Awake<Io> {
                             // The clock wakes the dorm's sleepers at each
                             // tick; one that began before the socket lay
                             // down is looked at now.
-                            if live.shared.ping.epoch() != live.epoch {
+                            if !live.epoch.is_current(&live.shared.ping) {
                                 continue;
                             }
                         }
@@ -558,17 +558,6 @@ fn stir(traffic: &mut u8, lively: &mut bool) {
 /// a client between a few requests) the socket rests in the dorm.
 const RESTLESS: u8 = 8;
 
-/// Whether a sleeping session's socket may rest in the dorm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RestRule {
-    /// Whenever the session sleeps with little traffic (`RESTLESS`).
-    Allowed,
-    /// Not before the ping clock's next epoch ([`Stream::REST_WHEN_NEW`]).
-    AfterAnEpoch,
-    /// Never: the dorm refused its socket once.
-    Never,
-}
-
 /// Rounds of work one poll of a session does before it yields, so a
 /// client that keeps its session busy cannot hold a worker thread.
 const ROUNDS: usize = 16;
@@ -594,10 +583,8 @@ struct Live<Io> {
     batch: Vec<Bytes>,
     /// When the client last sent anything.
     heard: Instant,
-    /// The shared ping clock's epoch this session last checked at, and
-    /// whether it waits for the next one.
-    epoch: u32,
-    waiting: bool,
+    /// Its place on the server's shared ping clock.
+    epoch: Epoch,
     /// Chat traffic (a message from the client, a batch from the outbox)
     /// in this epoch of the ping clock, counted up to `LIVELY`; and
     /// whether this epoch or the last one reached it.
@@ -680,15 +667,10 @@ impl<Io: Stream> Live<Io> {
             rx,
             batch: Vec::new(),
             heard: Instant::now(),
-            epoch: shared.ping.epoch(),
-            waiting: false,
+            epoch: Epoch::new(&shared.ping),
             traffic: 0,
             lively: false,
-            rest: if Io::REST_WHEN_NEW {
-                RestRule::Allowed
-            } else {
-                RestRule::AfterAnEpoch
-            },
+            rest: RestRule::new::<Io>(),
             write_timer: None,
             gather_timer: None,
             shared,
@@ -865,7 +847,7 @@ impl<Io: Stream> Live<Io> {
             self.shared.stats.ws_resting.dec();
             self.shared.stats.ws_risen.inc();
             // Out of the dorm, it waits on the clock's list again.
-            self.waiting = false;
+            self.epoch.rejoin();
             risen.map_err(|e| End::Gone(e.to_string()))?;
         }
         work.map(|_| ())
@@ -930,28 +912,12 @@ impl<Io: Stream> Live<Io> {
     /// At each epoch of the server's ping clock: closes a client quiet for
     /// `idle_timeout`, pings one quiet for `ping_interval`.
     fn check_tick(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
-        let clock = &self.shared.ping;
-        let mut now = clock.epoch();
-        if now == self.epoch {
-            if self.waiting {
-                return None;
-            }
-            self.waiting = true;
-            if self.sock.io.resting() {
-                // The clock wakes every socket in the dorm at each tick.
-                return None;
-            }
-            now = clock.wait(cx);
-            if now == self.epoch {
-                return None;
-            }
+        let resting = self.sock.io.resting();
+        if !self.epoch.poll_new(&self.shared.ping, resting, cx) {
+            return None;
         }
         // A new epoch: look, then wait for the next one (next round).
-        if self.rest == RestRule::AfterAnEpoch {
-            self.rest = RestRule::Allowed;
-        }
-        self.epoch = now;
-        self.waiting = false;
+        self.rest.new_epoch();
         self.lively = self.traffic >= LIVELY;
         self.traffic = 0;
         *busy = true;
