@@ -9,7 +9,9 @@
 //! - [`Tls`]: server-side TLS on rustls' unbuffered API over a [`Plain`]
 //!   socket, with no buffer held while idle and, after the handshake, only
 //!   the record keys kept ([`tls::accept`]).
-//! - [`Clock`]: one timer for every session's pings and idle checks.
+//! - [`Clock`]: one timer for every session's pings and idle checks, and
+//!   [`Epoch`], a session's place on it.
+//! - [`rounds`](rounds::rounds): a hand-written session's work in one poll.
 //!
 //! # Example
 //!
@@ -57,6 +59,7 @@
 pub mod clock;
 pub mod dorm;
 mod records;
+pub mod rounds;
 pub mod socket;
 pub mod stream;
 #[cfg(test)]

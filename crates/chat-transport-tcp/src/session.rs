@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chat_core::{Codec, Connection, Engine, ErrorCode, OutboxReceiver, Recv, ServerFrame};
+use chat_net::rounds::{rounds, Step, ROUNDS};
 use chat_net::socket::Arrived;
 use chat_net::{Clock, Dorm, Epoch, Rest, RestRule, Socket, Stream};
 use tokio::time::Instant;
@@ -36,10 +37,6 @@ const BATCH: usize = 64;
 
 /// Bytes read from the socket per read, into the worker thread's buffer.
 const READ_BYTES: usize = 8 * 1024;
-
-/// Rounds of work one poll of a session does before it yields, so a
-/// client that keeps its session busy cannot hold a worker thread.
-const ROUNDS: usize = 16;
 
 /// Chat traffic (a line from the client, a batch from the outbox) in one
 /// epoch of the clock after which a quiet session keeps its socket in
@@ -111,15 +108,6 @@ enum End {
     Idle,
     /// A line over the limit.
     TooLong,
-}
-
-/// How a round of [`Live::step`] left the session.
-enum Step {
-    End(End),
-    /// Nothing to do: what it waits on has its waker.
-    Quiet,
-    /// It used its rounds and asked to be polled again.
-    Yield,
 }
 
 /// One connection's session. See the module docs.
@@ -231,28 +219,14 @@ impl<Io: Stream> Live<Io> {
     }
 
     /// Does rounds of work until one makes no progress (`Quiet`), the
-    /// session ends, or `ROUNDS` are done (`Yield`, the task woken to come
-    /// back).
-    fn step(&mut self, cx: &mut Context<'_>) -> Step {
-        for _ in 0..ROUNDS {
-            let mut busy = false;
-            // Each side leaves a waker registered when it makes no
-            // progress; a round without progress ends the poll.
-            if let Some(end) = self.read_side(cx, &mut busy) {
-                return Step::End(end);
-            }
-            if let Some(end) = self.write_side(cx, &mut busy) {
-                return Step::End(end);
-            }
-            if let Some(end) = self.check_tick(cx, &mut busy) {
-                return Step::End(end);
-            }
-            if !busy {
-                return Step::Quiet;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Step::Yield
+    /// session ends, or it has done its share (`Yield`). Each side leaves
+    /// a waker registered when it makes no progress.
+    fn step(&mut self, cx: &mut Context<'_>) -> Step<End> {
+        rounds(cx, |cx, busy| {
+            self.read_side(cx, busy)
+                .or_else(|| self.write_side(cx, busy))
+                .or_else(|| self.check_tick(cx, busy))
+        })
     }
 
     /// Finishes the request in progress, or takes (reading if need be)

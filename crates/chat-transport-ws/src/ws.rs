@@ -54,6 +54,7 @@ use tokio::time::Instant;
 use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, Inbound};
 use crate::http::{self, Body};
 use crate::server::{Place, Shared};
+use chat_net::rounds::{rounds, Step, ROUNDS};
 use chat_net::socket::Arrived;
 use chat_net::{Epoch, Plain, Rest, RestRule, Socket, Stream, Tls};
 
@@ -525,16 +526,6 @@ impl<Io: Stream> Future for Awake<Io> {
     }
 }
 
-/// How a round of [`Live::step`] left the session.
-enum Step {
-    /// It ended.
-    End(End),
-    /// Nothing to do: what it waits on has its waker.
-    Quiet,
-    /// It used its rounds and asked to be polled again.
-    Yield,
-}
-
 /// Chat traffic in one epoch of the ping clock (half a `ping_interval`)
 /// that keeps a session's task until the end of the next epoch: a session
 /// with less sleeps whenever it is quiet, as a chat member reading along
@@ -557,10 +548,6 @@ fn stir(traffic: &mut u8, lively: &mut bool) {
 /// message until `LIVELY`). Below it (an idle connection, a quiet room,
 /// a client between a few requests) the socket rests in the dorm.
 const RESTLESS: u8 = 8;
-
-/// Rounds of work one poll of a session does before it yields, so a
-/// client that keeps its session busy cannot hold a worker thread.
-const ROUNDS: usize = 16;
 
 /// One WebSocket session, written as a future by hand: an idle session is
 /// these fields and nothing else (an `async` reader and writer would each
@@ -602,28 +589,14 @@ struct Live<Io> {
 
 impl<Io: Stream> Live<Io> {
     /// Does rounds of work until one makes no progress (`Quiet`), the
-    /// session ends, or `ROUNDS` are done (`Yield`, the task woken to come
-    /// back).
-    fn step(&mut self, cx: &mut Context<'_>) -> Step {
-        for _ in 0..ROUNDS {
-            let mut busy = false;
-            // Each step leaves a waker registered when it makes no
-            // progress; a round without progress ends the poll.
-            if let Some(end) = self.read_side(cx, &mut busy) {
-                return Step::End(end);
-            }
-            if let Some(end) = self.write_side(cx, &mut busy) {
-                return Step::End(end);
-            }
-            if let Some(end) = self.check_tick(cx, &mut busy) {
-                return Step::End(end);
-            }
-            if !busy {
-                return Step::Quiet;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Step::Yield
+    /// session ends, or it has done its share (`Yield`). Each side leaves
+    /// a waker registered when it makes no progress.
+    fn step(&mut self, cx: &mut Context<'_>) -> Step<End> {
+        rounds(cx, |cx, busy| {
+            self.read_side(cx, busy)
+                .or_else(|| self.write_side(cx, busy))
+                .or_else(|| self.check_tick(cx, busy))
+        })
     }
 
     /// Whether the session may sleep (after a quiet `step`): it is not
