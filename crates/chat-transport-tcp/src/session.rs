@@ -368,16 +368,9 @@ impl<Io: Stream> Live<Io> {
             Poll::Ready(Err(end)) => return Err(end),
             Poll::Pending => {}
         }
-        // A new epoch is looked at, then the next one waited for: three
-        // calls at most, even if an epoch begins in between.
-        for _ in 0..3 {
-            let mut busy = false;
-            if let Some(end) = self.check_tick(cx, &mut busy) {
-                return Err(end);
-            }
-            if !busy {
-                break;
-            }
+        // A new epoch is looked at, then the next one waited for.
+        if let Step::End(end) = rounds(cx, |cx, busy| self.check_tick(cx, busy)) {
+            return Err(end);
         }
         // What the socket does not take (and TLS records it holds) the
         // running session writes.
