@@ -7,9 +7,10 @@
 //! and a `lobby` room with the built-in bot (plus an LLM bot when an OpenAI
 //! key or base URL is set). Ctrl-C or SIGTERM stops it gracefully.
 //!
-//! Built with `--features jemalloc`, it allocates with jemalloc, which
-//! keeps a third less memory per idle connection than the system's malloc
-//! (BENCHMARKS.md).
+//! It allocates with jemalloc (the default feature `jemalloc`), which keeps
+//! a third less memory per idle connection than the system's malloc
+//! (BENCHMARKS.md); `--no-default-features` builds it on the system's
+//! malloc.
 
 use std::io::Write;
 
