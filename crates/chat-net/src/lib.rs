@@ -11,7 +11,8 @@
 //!   the record keys kept ([`tls::accept`]).
 //! - [`Clock`]: one timer for every session's pings and idle checks, and
 //!   [`Epoch`], a session's place on it.
-//! - [`rounds`](rounds::rounds): a hand-written session's work in one poll.
+//! - [`rounds`](rounds::rounds): a hand-written session's work in one poll;
+//!   [`sleep`]: such a session sleeping without a task ([`Sleeper`]).
 //!
 //! # Example
 //!
@@ -60,6 +61,7 @@ pub mod clock;
 pub mod dorm;
 mod records;
 pub mod rounds;
+pub mod sleep;
 pub mod socket;
 pub mod stream;
 #[cfg(test)]
@@ -68,6 +70,7 @@ pub mod tls;
 
 pub use clock::{Clock, Epoch};
 pub use dorm::Dorm;
+pub use sleep::Sleeper;
 pub use socket::Socket;
 pub use stream::{Plain, Rest, RestRule, Stream};
 pub use tls::Tls;

@@ -144,20 +144,18 @@ fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-    // Dropped when the task ends; `serve` waits for all of them.
+    // Dropped when the session ends; `serve` waits for all of them.
     done: mpsc::Sender<()>,
 ) -> impl Future<Output = ()> + Send {
     async move {
         // The handshake and admission run in a boxed future of their own:
         // their state (rustls' handshake, timers) is freed once they
         // finish instead of staying in the connection's task.
-        let Some(live) = Box::pin(handshake.admit(tcp, peer, permit)).await else {
+        let Some(live) = Box::pin(handshake.admit(tcp, peer, permit, done)).await else {
             return;
         };
         tracing::debug!(%peer, "connection open");
-        live.run().await;
-        tracing::debug!(%peer, "connection closed");
-        drop(done);
+        chat_net::sleep::run(live).await;
     }
 }
 
@@ -176,6 +174,7 @@ impl Handshake {
         tcp: TcpStream,
         peer: SocketAddr,
         handshake: OwnedSemaphorePermit,
+        done: mpsc::Sender<()>,
     ) -> Option<Box<Live<Tls>>> {
         let _ = tcp.set_nodelay(true);
         let settings = &self.shared.settings;
@@ -208,7 +207,13 @@ impl Handshake {
             Ok(permit) => {
                 let (conn, rx) = engine.open(permit);
                 tracing::debug!(%peer, session = conn.session_id(), "admitted");
-                Some(Box::new(Live::new(self.shared.clone(), tls, conn, rx)))
+                Some(Box::new(Live::new(
+                    self.shared.clone(),
+                    tls,
+                    conn,
+                    rx,
+                    done,
+                )))
             }
             Err(e) => {
                 tracing::debug!(%peer, code = %e.code(), "connection not admitted");
@@ -300,7 +305,8 @@ mod tests {
         }
     }
 
-    /// Quiet sessions rest in the dorm (out of tokio's reactor), their
+    /// Quiet sessions sleep without a task and rest in the dorm (out of
+    /// tokio's reactor), their
     /// heartbeats are written there without taking the socket back, and
     /// a client's line, a fanned-out message and the shutdown still reach
     /// them.
@@ -373,6 +379,9 @@ mod tests {
 
         let dorm = shared.dorm.clone().expect("a dorm");
         until("all 8 resting", || dorm.sleepers() == 8).await;
+        // ... and asleep, without a task.
+        let asleep = || shared.asleep.load(Ordering::Relaxed);
+        until("all 8 asleep", || asleep() == 8).await;
         // Heartbeats are written at rest: no socket is taken back for them.
         let risen = shared.risen.load(Ordering::Relaxed);
         for _ in 0..2 {
@@ -425,5 +434,6 @@ mod tests {
         }
         tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
         assert_eq!(dorm.sleepers(), 0);
+        assert_eq!(asleep(), 0);
     }
 }

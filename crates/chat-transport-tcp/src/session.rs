@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,7 +26,8 @@ use bytes::Bytes;
 use chat_core::{Codec, Connection, Engine, ErrorCode, OutboxReceiver, Recv, ServerFrame};
 use chat_net::rounds::{rounds, Step, ROUNDS};
 use chat_net::socket::Arrived;
-use chat_net::{Clock, Dorm, Epoch, Rest, RestRule, Socket, Stream};
+use chat_net::{Clock, Dorm, Epoch, Rest, RestRule, Sleeper, Socket, Stream};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::line::{Line, LineReader};
@@ -39,7 +40,12 @@ const BATCH: usize = 64;
 const READ_BYTES: usize = 8 * 1024;
 
 /// Chat traffic (a line from the client, a batch from the outbox) in one
-/// epoch of the clock after which a quiet session keeps its socket in
+/// epoch of the clock that keeps a session's task until the end of the
+/// next epoch: a session with less sleeps without a task whenever it is
+/// quiet; a busier one does not pay for a new task at every message.
+const LIVELY: u8 = 16;
+
+/// Chat traffic in one epoch of the clock after which a quiet session keeps its socket in
 /// tokio's reactor until the epoch ends: waking there costs no system
 /// call, and moving a socket to the dorm and back costs four. Below it
 /// (an idle connection, a quiet room) the socket rests in the dorm.
@@ -60,6 +66,10 @@ pub(crate) struct Shared {
     pub(crate) stopping: AtomicBool,
     /// Sockets taken back from the dorm, for work.
     pub(crate) risen: AtomicU64,
+    /// Sessions asleep, without a task.
+    pub(crate) asleep: AtomicUsize,
+    /// The runtime `serve` runs on, where a sleeping session wakes up.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -83,6 +93,8 @@ impl Shared {
             dorm,
             stopping: AtomicBool::new(false),
             risen: AtomicU64::new(0),
+            asleep: AtomicUsize::new(0),
+            runtime: tokio::runtime::Handle::current(),
             settings,
         }
     }
@@ -94,7 +106,7 @@ impl Shared {
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(crate) enum End {
     /// The client closed its side, or the socket failed: nothing more is
     /// sent but TLS close_notify.
     Gone,
@@ -129,18 +141,92 @@ pub(crate) struct Live<Io> {
     wrote: Instant,
     /// Its place on the server's clock.
     epoch: Epoch,
-    /// Chat traffic in this epoch of the clock, counted up to `RESTLESS`.
+    /// Chat traffic in this epoch of the clock, counted up to `LIVELY`;
+    /// and whether this epoch or the last one reached it.
     traffic: u8,
+    lively: bool,
     /// Whether its socket may rest (when under `RESTLESS`).
     rest: RestRule,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     shared: Arc<Shared>,
+    /// Dropped when the session ends; `serve` waits for all of them.
+    _done: mpsc::Sender<()>,
+}
+
+impl<Io: Stream> Sleeper for Live<Io> {
+    type End = End;
+
+    fn poll_awake(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
+        for _ in 0..ROUNDS {
+            if self.shared.stopping() {
+                return Poll::Ready(Some(End::Stop));
+            }
+            if self.sock.io.resting() {
+                match self.doze(cx) {
+                    Err(end) => return Poll::Ready(Some(end)),
+                    Ok(false) => return Poll::Ready(None),
+                    Ok(true) => {}
+                }
+            }
+            match self.step(cx) {
+                Step::End(end) => return Poll::Ready(Some(end)),
+                Step::Yield => return Poll::Pending,
+                Step::Quiet if !self.sleepy() => return Poll::Pending,
+                Step::Quiet => {}
+            }
+            let rests =
+                self.rest == RestRule::Allowed && self.traffic < RESTLESS && self.lines.is_empty();
+            let Some(dorm) = self.shared.dorm.as_deref().filter(|_| rests) else {
+                return Poll::Ready(None);
+            };
+            match self.sock.io.rest(dorm, cx.waker()) {
+                Rest::Resting => {
+                    // An epoch (or the stop) that began before the socket
+                    // lay down woke the dorm without it: looked at now.
+                    if self.epoch.is_current(&self.shared.clock) && !self.shared.stopping() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Rest::Stays => return Poll::Ready(None),
+                Rest::Back => {
+                    // Once refused, it stays in the reactor for good.
+                    self.rest = RestRule::Never;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn finish(self: Box<Self>, end: End) -> impl Future<Output = ()> + Send {
+        finish(self, end)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.shared.runtime
+    }
+
+    fn asleep(&self, asleep: bool) {
+        if asleep {
+            self.shared.asleep.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.shared.asleep.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<Io: Stream> Live<Io> {
     /// A session for an admitted connection over `io`.
-    pub(crate) fn new(shared: Arc<Shared>, io: Io, conn: Connection, rx: OutboxReceiver) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        io: Io,
+        conn: Connection,
+        rx: OutboxReceiver,
+        done: mpsc::Sender<()>,
+    ) -> Self {
         let now = Instant::now();
         Live {
             sock: Socket::new(io),
@@ -152,70 +238,31 @@ impl<Io: Stream> Live<Io> {
             wrote: now,
             epoch: Epoch::new(&shared.clock),
             traffic: 0,
+            lively: false,
             rest: RestRule::new::<Io>(),
             write_timer: None,
             shared,
+            _done: done,
         }
     }
 
-    /// Runs the session until it ends, then says goodbye. (A plain
-    /// function returning an `async move` block: an `async fn` keeps its
-    /// arguments twice, in every connection's task.)
-    #[allow(clippy::manual_async_fn)] // on purpose: see above
-    pub(crate) fn run(self: Box<Self>) -> impl Future<Output = ()> + Send {
-        async move {
-            let mut live = self;
-            let end = std::future::poll_fn(|cx| live.poll_live(cx)).await;
-            // Boxed: the goodbye's state is needed once, at the end.
-            Box::pin(finish(live, end)).await;
-        }
+    /// Whether the session may sleep without a task (after a quiet
+    /// `step`): it is not lively, and waits only on its client, its outbox
+    /// and the clock, whose wakers outlive a task.
+    fn sleepy(&self) -> bool {
+        !self.lively
+            && self.handling.is_none()
+            && self.conn.is_some()
+            && !self.sock.has_output()
+            && self.write_timer.is_none()
     }
 
-    fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        for _ in 0..ROUNDS {
-            if self.shared.stopping() {
-                return Poll::Ready(End::Stop);
-            }
-            if self.sock.io.resting() {
-                match self.doze(cx) {
-                    Err(end) => return Poll::Ready(end),
-                    Ok(false) => return Poll::Pending,
-                    Ok(true) => {}
-                }
-            }
-            match self.step(cx) {
-                Step::End(end) => return Poll::Ready(end),
-                Step::Yield => return Poll::Pending,
-                Step::Quiet => {}
-            }
-            let rests = self.rest == RestRule::Allowed
-                && self.traffic < RESTLESS
-                && self.handling.is_none()
-                && self.write_timer.is_none()
-                && !self.sock.has_output()
-                && self.lines.is_empty();
-            let Some(dorm) = self.shared.dorm.as_deref().filter(|_| rests) else {
-                return Poll::Pending;
-            };
-            match self.sock.io.rest(dorm, cx.waker()) {
-                Rest::Resting => {
-                    // An epoch (or the stop) that began before the socket
-                    // lay down woke the dorm without it: looked at now.
-                    if self.epoch.is_current(&self.shared.clock) && !self.shared.stopping() {
-                        return Poll::Pending;
-                    }
-                }
-                Rest::Stays => return Poll::Pending,
-                Rest::Back => {
-                    // Once refused, it stays in the reactor for good.
-                    self.rest = RestRule::Never;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-            }
+    /// Counts chat traffic towards `RESTLESS` and `LIVELY`.
+    fn stir(&mut self) {
+        self.traffic = self.traffic.saturating_add(1);
+        if self.traffic >= LIVELY {
+            self.lively = true;
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 
     /// Does rounds of work until one makes no progress (`Quiet`), the
@@ -262,7 +309,7 @@ impl<Io: Stream> Live<Io> {
         };
         *busy = true;
         self.heard = Instant::now();
-        self.traffic = self.traffic.saturating_add(1);
+        self.stir();
         let Some(mut conn) = self.conn.take() else {
             return Some(End::Closed(ErrorCode::Internal));
         };
@@ -319,7 +366,7 @@ impl<Io: Stream> Live<Io> {
             Poll::Ready(Recv::Frames) => {
                 push_lines(&mut self.sock.out, frames.iter().map(Bytes::as_ref));
                 self.wrote = Instant::now();
-                self.traffic = self.traffic.saturating_add(1);
+                self.stir();
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Recv::Closed(code)) => Poll::Ready(Err(End::Closed(code))),
@@ -390,6 +437,7 @@ impl<Io: Stream> Live<Io> {
         }
         // A new epoch: look, then wait for the next one (next round).
         self.rest.new_epoch();
+        self.lively = self.traffic >= LIVELY;
         self.traffic = 0;
         *busy = true;
         let s = &self.shared.settings;

@@ -13,14 +13,14 @@
 //! through one that lives until it is written.
 //!
 //! A quiet session *sleeps*: its task ends, and the session (its fields,
-//! boxed) is held only by its one waker ([`Wakeup`]), which its socket,
-//! its outbox and the ping clock already have. The first of them to fire
+//! boxed) is held only by its one waker ([`chat_net::sleep`]), which its
+//! socket, its outbox and the ping clock already have. The first of them to fire
 //! spawns a task for it again. So an idle connection costs no tokio task;
 //! a session with steady traffic (`LIVELY` in one ping epoch) keeps its
 //! task rather than pay for a new one at every message. A plain session
 //! that sleeps with little traffic (under `RESTLESS` in the epoch) also
 //! takes its socket out of tokio's reactor, into the server's
-//! [`Dorm`](crate::dorm) (tokio's registration is the largest piece of an
+//! [`Dorm`](chat_net::Dorm) (tokio's registration is the largest piece of an
 //! idle connection); woken there, it looks at what woke it
 //! ([`Live::doze`]) and takes the socket back only if there is work.
 
@@ -28,9 +28,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +38,6 @@ use chat_core::{
     ServerFrame, Session,
 };
 use futures_util::future::Either;
-use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
@@ -55,6 +53,7 @@ use crate::frame::{encode_control, encode_text, Control, Decoder, FrameError, In
 use crate::http::{self, Body};
 use crate::server::{Place, Shared};
 use chat_net::rounds::{rounds, Step, ROUNDS};
+use chat_net::sleep::{self, Sleeper};
 use chat_net::socket::Arrived;
 use chat_net::{Epoch, Plain, Rest, RestRule, Socket, Stream, Tls};
 
@@ -256,16 +255,13 @@ fn start(
         }
     };
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => Either::Left(session(
-            Box::new(Live::new(
-                place,
-                Plain::Up(parts.io.into_inner()),
-                parts.read_buf,
-                permit,
-                peer,
-            )),
-            Arc::new(Wakeup::default()),
-        )),
+        Ok(parts) => Either::Left(sleep::run(Box::new(Live::new(
+            place,
+            Plain::Up(parts.io.into_inner()),
+            parts.read_buf,
+            permit,
+            peer,
+        )))),
         Err(upgraded) => Either::Right(match upgraded.downcast::<TokioIo<Tls>>() {
             Ok(parts) => boxed(place, parts.io.into_inner(), parts.read_buf, permit, peer),
             Err(upgraded) => boxed(
@@ -321,209 +317,9 @@ fn boxed<Io: Stream>(
     permit: AdmissionPermit,
     peer: SocketAddr,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(session(
-        Box::new(Live::new(place, io, early, permit, peer)),
-        Arc::new(Wakeup::default()),
-    ))
-}
-
-/// Runs `live` until it ends, then the closing handshake; or until it
-/// falls asleep, and then whatever wakes it runs this again in a new task.
-/// (A plain function returning an `async move` block: an `async fn` would
-/// keep its arguments twice.)
-#[allow(clippy::manual_async_fn)] // on purpose: see above
-fn session<Io: Stream>(
-    live: Box<Live<Io>>,
-    wakeup: Arc<Wakeup<Io>>,
-) -> impl Future<Output = ()> + Send {
-    async move {
-        let Some((mut live, end)) = (Awake {
-            waker: Waker::from(wakeup.clone()),
-            live: Some(live),
-            wakeup,
-        })
-        .await
-        else {
-            return;
-        };
-        // A request still being handled is dropped with the session.
-        live.handling = None;
-        if matches!(end, End::ClientClosed(_)) {
-            // Frames taken before the client's Close still go out.
-            for frame in std::mem::take(&mut live.batch) {
-                encode_text(&mut live.sock.out, &frame);
-            }
-        }
-        let session = live.rx.id();
-        // Boxed: the closing handshake's state is needed once, at the end.
-        Box::pin(finish(
-            &live.shared,
-            &mut live.sock,
-            &mut live.dec,
-            &mut live.rx,
-            end,
-            session,
-        ))
-        .await;
-    }
-}
-
-/// The task's state for [`Wakeup::state`].
-const RUNNING: u8 = 0;
-/// Woken while its task runs: the task polls it again before it sleeps.
-const NOTIFIED: u8 = 1;
-/// No task: the session is in [`Wakeup::asleep`].
-const ASLEEP: u8 = 2;
-
-/// A session's one waker, for its whole life: everything the session
-/// waits on (its socket, its outbox, the ping clock, timers, the request
-/// being handled) is polled with it. While a task runs the session, a
-/// wake-up is passed on to that task; while the session sleeps (no task,
-/// see [`Live::sleepy`]) the first wake-up spawns a task for it again.
-/// Nothing needs registering anew to fall asleep or wake.
-struct Wakeup<Io> {
-    state: AtomicU8,
-    task: AtomicWaker,
-    asleep: Mutex<Option<Box<Live<Io>>>>,
-}
-
-impl<Io> Default for Wakeup<Io> {
-    fn default() -> Self {
-        Wakeup {
-            state: AtomicU8::new(RUNNING),
-            task: AtomicWaker::new(),
-            asleep: Mutex::new(None),
-        }
-    }
-}
-
-impl<Io: Stream> std::task::Wake for Wakeup<Io> {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let mut state = self.state.load(Ordering::Acquire);
-        loop {
-            let next = if state == ASLEEP { RUNNING } else { NOTIFIED };
-            match self
-                .state
-                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(now) => state = now,
-            }
-        }
-        if state != ASLEEP {
-            self.task.wake();
-            return;
-        }
-        let Some(live) = self.asleep.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
-        };
-        live.shared.stats.ws_asleep.dec();
-        let runtime = live.shared.runtime.clone();
-        runtime.spawn(session(live, self.clone()));
-    }
-}
-
-/// A session's run in one task, until it ends (with how it ended) or falls
-/// asleep (`None`: the task is done, the session is its [`Wakeup`]'s).
-struct Awake<Io> {
-    /// Boxed for its whole life: falling asleep and waking (at every tick
-    /// of the ping clock, for an idle session) moves a pointer, and the
-    /// task is small.
-    live: Option<Box<Live<Io>>>,
-    wakeup: Arc<Wakeup<Io>>,
-    /// `wakeup` as a waker, made once.
-    waker: Waker,
-}
-
-impl<Io: Stream> Future for Awake<Io> {
-    type Output = Option<(Box<Live<Io>>, End)>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let wakeup = &*this.wakeup;
-        wakeup.task.register(cx.waker());
-        let mut inner = Context::from_waker(&this.waker);
-        // A wake-up from here on finds the state RUNNING, marks it
-        // NOTIFIED and wakes this task.
-        wakeup.state.store(RUNNING, Ordering::Release);
-        // A session woken again each time it falls asleep yields after a
-        // few rounds like any busy one.
-        for _ in 0..ROUNDS {
-            let Some(live) = this.live.as_mut() else {
-                return Poll::Ready(None);
-            };
-            if live.sock.io.resting() {
-                if let Err(end) = live.doze(&mut inner) {
-                    return Poll::Ready(this.live.take().map(|live| (live, end)));
-                }
-            }
-            if !live.sock.io.resting() {
-                match live.step(&mut inner) {
-                    Step::End(end) => return Poll::Ready(this.live.take().map(|live| (live, end))),
-                    Step::Yield => return Poll::Pending,
-                    Step::Quiet if !live.sleepy() => return Poll::Pending,
-                    Step::Quiet => {}
-                }
-                let rests = live.rest == RestRule::Allowed && live.traffic < RESTLESS;
-                if let (Some(dorm), true) = (live.shared.dorm.as_deref(), rests) {
-                    match live.sock.io.rest(dorm, &this.waker) {
-                        Rest::Resting => {
-                            live.shared.stats.ws_resting.inc();
-                            // The clock wakes the dorm's sleepers at each
-                            // tick; one that began before the socket lay
-                            // down is looked at now.
-                            if !live.epoch.is_current(&live.shared.ping) {
-                                continue;
-                            }
-                        }
-                        Rest::Stays => {}
-                        Rest::Back => {
-                            // Once refused, it stays in the reactor for good.
-                            live.rest = RestRule::Never;
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                    }
-                }
-            }
-            // Quiet, waiting only on what its waker is registered with:
-            // hand the session to the waker and end the task, unless a
-            // wake-up came in meanwhile.
-            let Some(live) = this.live.take() else {
-                return Poll::Ready(None);
-            };
-            live.shared.stats.ws_asleep.inc();
-            *wakeup.asleep.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
-            // The task's waker would keep the ended task's allocation alive
-            // for as long as the session sleeps. (A wake-up from here on
-            // wakes no task, but marks the state NOTIFIED: seen just below.)
-            drop(wakeup.task.take());
-            if wakeup
-                .state
-                .compare_exchange(RUNNING, ASLEEP, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return Poll::Ready(None);
-            }
-            // NOTIFIED: only this task moves the state on from there.
-            this.live = wakeup
-                .asleep
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(live) = &this.live {
-                live.shared.stats.ws_asleep.dec();
-            }
-            wakeup.task.register(cx.waker());
-            wakeup.state.store(RUNNING, Ordering::Release);
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
+    Box::pin(sleep::run(Box::new(Live::new(
+        place, io, early, permit, peer,
+    ))))
 }
 
 /// Chat traffic in one epoch of the ping clock (half a `ping_interval`)
@@ -585,6 +381,90 @@ struct Live<Io> {
     gather_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection's place (and the server's shared state).
     shared: Place,
+}
+
+impl<Io: Stream> Sleeper for Live<Io> {
+    type End = End;
+
+    fn poll_awake(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
+        for _ in 0..ROUNDS {
+            if self.sock.io.resting() {
+                if let Err(end) = self.doze(cx) {
+                    return Poll::Ready(Some(end));
+                }
+            }
+            if !self.sock.io.resting() {
+                match self.step(cx) {
+                    Step::End(end) => return Poll::Ready(Some(end)),
+                    Step::Yield => return Poll::Pending,
+                    Step::Quiet if !self.sleepy() => return Poll::Pending,
+                    Step::Quiet => {}
+                }
+                let rests = self.rest == RestRule::Allowed && self.traffic < RESTLESS;
+                if let (Some(dorm), true) = (self.shared.dorm.as_deref(), rests) {
+                    match self.sock.io.rest(dorm, cx.waker()) {
+                        Rest::Resting => {
+                            self.shared.stats.ws_resting.inc();
+                            // The clock wakes the dorm's sleepers at each
+                            // tick; one that began before the socket lay
+                            // down is looked at now.
+                            if !self.epoch.is_current(&self.shared.ping) {
+                                continue;
+                            }
+                        }
+                        Rest::Stays => {}
+                        Rest::Back => {
+                            // Once refused, it stays in the reactor for good.
+                            self.rest = RestRule::Never;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+            // Quiet, waiting only on what its waker is registered with.
+            return Poll::Ready(None);
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    #[allow(clippy::manual_async_fn)] // as `run`: no arguments kept twice
+    fn finish(mut self: Box<Self>, end: End) -> impl Future<Output = ()> + Send {
+        async move {
+            // A request still being handled is dropped with the session.
+            self.handling = None;
+            if matches!(end, End::ClientClosed(_)) {
+                // Frames taken before the client's Close still go out.
+                for frame in std::mem::take(&mut self.batch) {
+                    encode_text(&mut self.sock.out, &frame);
+                }
+            }
+            let session = self.rx.id();
+            let live = &mut *self;
+            finish(
+                &live.shared,
+                &mut live.sock,
+                &mut live.dec,
+                &mut live.rx,
+                end,
+                session,
+            )
+            .await;
+        }
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.shared.runtime
+    }
+
+    fn asleep(&self, asleep: bool) {
+        if asleep {
+            self.shared.stats.ws_asleep.inc();
+        } else {
+            self.shared.stats.ws_asleep.dec();
+        }
+    }
 }
 
 impl<Io: Stream> Live<Io> {
