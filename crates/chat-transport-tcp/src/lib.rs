@@ -89,7 +89,7 @@
 //!
 //! # Why the per-connection memory stays small
 //!
-//! An idle connection costs the server about 3.7 KiB of RSS (`chat-bench
+//! An idle connection costs the server about 3.4 KiB of RSS (`chat-bench
 //! idle --spawn-server --transport tcp --hold 35`; BENCHMARKS.md):
 //!
 //! - TLS runs on [`chat_net::Tls`], on rustls' unbuffered API: no TLS
@@ -97,8 +97,8 @@
 //!   connection object is gone; what is left is the two record keys and
 //!   the key schedule.
 //! - The session is a future written by hand, its fields boxed for its
-//!   life (under 512 bytes), in a task whose own future is under 200
-//!   bytes. Lines are read through a buffer the worker thread shares; the
+//!   life (under 512 bytes); a quiet one sleeps without a task, held by
+//!   its one waker ([`chat_net::sleep`]). Lines are read through a buffer the worker thread shares; the
 //!   heap holds only an incomplete line, released when it completes.
 //!   Outgoing frames are joined into one buffer per batch, freed once
 //!   written. The handshake, the admission wait and the handling of each

@@ -1,5 +1,6 @@
 //! The accept loop: TLS handshake under a timeout, admission by the engine,
-//! then one task per connection; graceful shutdown in the mini-redis style.
+//! then the connection's session (which sleeps without a task while it is
+//! quiet); graceful shutdown in the mini-redis style.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +37,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// writes a `closing` frame with `shutting_down`, bounded by
 /// [`TcpSettings::write_timeout`] and [`TcpSettings::close_linger`]),
 /// drops connections still in their handshake, and resolves once every
-/// connection task has ended.
+/// connection has ended.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
@@ -72,8 +73,9 @@ pub(crate) async fn run(
     );
     let handshakes = Arc::new(Semaphore::new(shared.settings.max_handshakes.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Every connection task holds a clone; `recv` returns `None` once all
-    // of them have ended (mini-redis `shutdown_complete`).
+    // Every connection holds a clone (a session, asleep or not, in its
+    // fields); `recv` returns `None` once all of them have ended
+    // (mini-redis `shutdown_complete`).
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut engine_stop = engine.shutdown_signal();
     let engine_stopping = async move {
@@ -135,7 +137,9 @@ pub(crate) async fn run(
     tracing::info!("TLS TCP transport stopped");
 }
 
-/// A connection's task: the handshake and admission, then the session.
+/// A connection's task: the handshake and admission, then the session
+/// until it ends or first falls asleep (then what wakes it runs it in a
+/// new task).
 /// (A plain function returning an `async move` block: an `async fn`
 /// would keep its arguments twice for the connection's whole life.)
 #[allow(clippy::manual_async_fn)] // on purpose: see above
@@ -150,7 +154,7 @@ fn connection(
     async move {
         // The handshake and admission run in a boxed future of their own:
         // their state (rustls' handshake, timers) is freed once they
-        // finish instead of staying in the connection's task.
+        // finish.
         let Some(live) = Box::pin(handshake.admit(tcp, peer, permit, done)).await else {
             return;
         };
@@ -239,10 +243,11 @@ impl Handshake {
 mod tests {
     use super::*;
 
-    /// Guards the idle memory of a connection: the task's future must not
-    /// grow back to include the handshake, admission or request-handling
-    /// state, nor the session's fields (boxed for its life), nor keep its
-    /// arguments twice (1,688 bytes before the session was written by hand).
+    /// Guards a connection's first task (the handshake, then the session
+    /// until it first sleeps): its future must not grow back to include
+    /// the handshake, admission or request-handling state, nor the
+    /// session's fields (boxed for its life), nor keep its arguments twice
+    /// (1,688 bytes before the session was written by hand).
     #[tokio::test]
     async fn connection_task_future_stays_small() {
         let engine = Engine::builder().build().unwrap();
@@ -413,8 +418,30 @@ mod tests {
         assert_eq!(message.body, "hello alice");
         assert!(shared.risen.load(Ordering::Relaxed) >= risen + 2);
 
+        // A hundred requests at once (at least sixteen in one epoch of the
+        // clock): bob's session keeps its task, then sleeps.
+        until("all 8 asleep again", || asleep() == 8).await;
+        for i in 0..100 {
+            clients[1]
+                .send(&req(100 + i, ClientFrame::Ping))
+                .await
+                .unwrap();
+            let pong = next(&mut clients[1]).await;
+            assert!(
+                matches!(pong, ServerFrame::Pong { id: Some(_) }),
+                "{pong:?}"
+            );
+        }
+        let awake = tokio::time::timeout(
+            Duration::from_millis(300),
+            until("bob awake", || asleep() == 7),
+        )
+        .await;
+        assert!(awake.is_ok(), "a lively session fell asleep");
+
         // The shutdown reaches every session, resting or not.
         until("all 8 resting again", || dorm.sleepers() == 8).await;
+        until("all 8 asleep again", || asleep() == 8).await;
         let _ = stop.send(());
         for c in &mut clients {
             let mut last = None;

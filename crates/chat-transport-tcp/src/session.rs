@@ -1,14 +1,16 @@
-//! One admitted connection, in a task of its own: a future written by
-//! hand ([`Live`]) that reads the client's lines and hands each to
+//! One admitted connection: a future written by hand ([`Live`]) that
+//! reads the client's lines and hands each to
 //! [`Connection::handle_frame`] (which may wait on the store), one at a
 //! time, while it writes what the engine queues in batches (one write per
 //! batch) and a heartbeat to a quiet client; then [`finish`] says goodbye.
 //!
-//! An idle connection is these fields and a small task: no buffer (reads
-//! go through a buffer the worker thread shares, writes through one that
-//! lives until it is written), no timer (the server's one [`Clock`] wakes
-//! every session for its heartbeat and idle checks), and, once the
-//! session is quiet, no registration in tokio's reactor: its socket rests
+//! An idle connection is these fields and nothing else: no task (a quiet
+//! session sleeps, held by its one waker, and what wakes it spawns a task
+//! for it again: [`chat_net::sleep`]; one with steady traffic, `LIVELY`,
+//! keeps its task), no buffer (reads go through a buffer the worker thread
+//! shares, writes through one that lives until it is written), no timer
+//! (the server's one [`Clock`] wakes every session for its heartbeat and
+//! idle checks), and no registration in tokio's reactor: its socket rests
 //! in the server's [`Dorm`](chat_net::Dorm) and the session looks at what
 //! woke it there, taking the socket back only when there is work (a line
 //! from the client, frames from the engine, a write the socket did not
