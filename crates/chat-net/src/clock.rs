@@ -54,7 +54,7 @@ impl Clock {
 
     /// Starts a new epoch and wakes every waiting session at once.
     #[cfg(test)]
-    fn tick(&self) {
+    pub(crate) fn wake_everyone_now(&self) {
         for waker in self.start_epoch() {
             waker.wake();
         }
@@ -182,13 +182,13 @@ mod tests {
             let waker = Waker::from(c.clone());
             assert_eq!(clock.wait(&Context::from_waker(&waker)), 0);
         }
-        clock.tick();
+        clock.wake_everyone_now();
         assert_eq!(clock.epoch(), 1);
         for c in &counters {
             assert_eq!(c.count(), 1);
         }
         // Nobody waits now: the next tick wakes no one.
-        clock.tick();
+        clock.wake_everyone_now();
         assert_eq!(clock.epoch(), 2);
         for c in &counters {
             assert_eq!(c.count(), 1);
@@ -207,7 +207,7 @@ mod tests {
         // Registered once, however often it looks within the epoch.
         assert!(!epoch.poll_new(&clock, false, &cx));
         assert_eq!(clock.waiting.lock().unwrap().len(), 1);
-        clock.tick();
+        clock.wake_everyone_now();
         assert_eq!(counter.count(), 1);
         assert!(epoch.poll_new(&clock, false, &cx));
         assert!(epoch.is_current(&clock));

@@ -9,8 +9,9 @@
 //! - [`Tls`]: server-side TLS on rustls' unbuffered API over a [`Plain`]
 //!   socket, with no buffer held while idle and, after the handshake, only
 //!   the record keys kept ([`tls::accept`]).
-//! - [`Clock`]: one timer for every session's pings and idle checks, and
-//!   [`Epoch`], a session's place on it.
+//! - [`Clock`]: one timer for every session's pings and idle checks;
+//!   [`Epoch`], a session's place on it; [`Pace`], its traffic epoch by
+//!   epoch (whether it keeps its task, whether its socket may rest).
 //! - [`rounds`](rounds::rounds): a hand-written session's work in one poll;
 //!   [`sleep`]: such a session sleeping without a task ([`Sleeper`]).
 //!
@@ -59,6 +60,7 @@
 
 pub mod clock;
 pub mod dorm;
+pub mod pace;
 mod records;
 pub mod rounds;
 pub mod sleep;
@@ -70,6 +72,7 @@ pub mod tls;
 
 pub use clock::{Clock, Epoch};
 pub use dorm::Dorm;
+pub use pace::Pace;
 pub use sleep::Sleeper;
 pub use socket::Socket;
 pub use stream::{Plain, Rest, RestRule, Stream};

@@ -1,7 +1,7 @@
 //! Sessions that sleep without a task.
 //!
 //! A quiet session's task ends, and the session (its fields, boxed) is
-//! held only by its one waker ([`Wakeup`]), which everything it waits on
+//! held only by its one waker (`Wakeup`), which everything it waits on
 //! (its socket or the dorm, its outbox, the clock) already has. The first
 //! of them to fire spawns a task for it again. So an idle connection costs
 //! no tokio task; nothing is registered anew to sleep or wake, and a

@@ -6,7 +6,7 @@
 //!
 //! An idle connection is these fields and nothing else: no task (a quiet
 //! session sleeps, held by its one waker, and what wakes it spawns a task
-//! for it again: [`chat_net::sleep`]; one with steady traffic, `LIVELY`,
+//! for it again: [`chat_net::sleep`]; one with steady traffic, [`LIVELY`](chat_net::pace::LIVELY),
 //! keeps its task), no buffer (reads go through a buffer the worker thread
 //! shares, writes through one that lives until it is written), no timer
 //! (the server's one [`Clock`] wakes every session for its heartbeat and
@@ -28,7 +28,7 @@ use bytes::Bytes;
 use chat_core::{Codec, Connection, Engine, ErrorCode, OutboxReceiver, Recv, ServerFrame};
 use chat_net::rounds::{rounds, Step, ROUNDS};
 use chat_net::socket::Arrived;
-use chat_net::{Clock, Dorm, Epoch, Rest, RestRule, Sleeper, Socket, Stream};
+use chat_net::{Clock, Dorm, Pace, Rest, Sleeper, Socket, Stream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -40,18 +40,6 @@ const BATCH: usize = 64;
 
 /// Bytes read from the socket per read, into the worker thread's buffer.
 const READ_BYTES: usize = 8 * 1024;
-
-/// Chat traffic (a line from the client, a batch from the outbox) in one
-/// epoch of the clock that keeps a session's task until the end of the
-/// next epoch: a session with less sleeps without a task whenever it is
-/// quiet; a busier one does not pay for a new task at every message.
-const LIVELY: u8 = 16;
-
-/// Chat traffic in one epoch of the clock after which a quiet session keeps its socket in
-/// tokio's reactor until the epoch ends: waking there costs no system
-/// call, and moving a socket to the dorm and back costs four. Below it
-/// (an idle connection, a quiet room) the socket rests in the dorm.
-const RESTLESS: u8 = 8;
 
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
@@ -141,14 +129,9 @@ pub(crate) struct Live<Io> {
     /// wrote (for the heartbeat).
     heard: Instant,
     wrote: Instant,
-    /// Its place on the server's clock.
-    epoch: Epoch,
-    /// Chat traffic in this epoch of the clock, counted up to `LIVELY`;
-    /// and whether this epoch or the last one reached it.
-    traffic: u8,
-    lively: bool,
-    /// Whether its socket may rest (when under `RESTLESS`).
-    rest: RestRule,
+    /// Its place on the server's clock, and its chat traffic (a line from
+    /// the client, a batch from the outbox) epoch by epoch.
+    pace: Pace,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     shared: Arc<Shared>,
@@ -177,8 +160,7 @@ impl<Io: Stream> Sleeper for Live<Io> {
                 Step::Quiet if !self.sleepy() => return Poll::Pending,
                 Step::Quiet => {}
             }
-            let rests =
-                self.rest == RestRule::Allowed && self.traffic < RESTLESS && self.lines.is_empty();
+            let rests = self.pace.may_rest() && self.lines.is_empty();
             let Some(dorm) = self.shared.dorm.as_deref().filter(|_| rests) else {
                 return Poll::Ready(None);
             };
@@ -186,14 +168,14 @@ impl<Io: Stream> Sleeper for Live<Io> {
                 Rest::Resting => {
                     // An epoch (or the stop) that began before the socket
                     // lay down woke the dorm without it: looked at now.
-                    if self.epoch.is_current(&self.shared.clock) && !self.shared.stopping() {
+                    if self.pace.is_current(&self.shared.clock) && !self.shared.stopping() {
                         return Poll::Ready(None);
                     }
                 }
                 Rest::Stays => return Poll::Ready(None),
                 Rest::Back => {
                     // Once refused, it stays in the reactor for good.
-                    self.rest = RestRule::Never;
+                    self.pace.never_rest();
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -238,10 +220,7 @@ impl<Io: Stream> Live<Io> {
             rx,
             heard: now,
             wrote: now,
-            epoch: Epoch::new(&shared.clock),
-            traffic: 0,
-            lively: false,
-            rest: RestRule::new::<Io>(),
+            pace: Pace::new::<Io>(&shared.clock),
             write_timer: None,
             shared,
             _done: done,
@@ -252,19 +231,11 @@ impl<Io: Stream> Live<Io> {
     /// `step`): it is not lively, and waits only on its client, its outbox
     /// and the clock, whose wakers outlive a task.
     fn sleepy(&self) -> bool {
-        !self.lively
+        !self.pace.lively()
             && self.handling.is_none()
             && self.conn.is_some()
             && !self.sock.has_output()
             && self.write_timer.is_none()
-    }
-
-    /// Counts chat traffic towards `RESTLESS` and `LIVELY`.
-    fn stir(&mut self) {
-        self.traffic = self.traffic.saturating_add(1);
-        if self.traffic >= LIVELY {
-            self.lively = true;
-        }
     }
 
     /// Does rounds of work until one makes no progress (`Quiet`), the
@@ -311,7 +282,7 @@ impl<Io: Stream> Live<Io> {
         };
         *busy = true;
         self.heard = Instant::now();
-        self.stir();
+        self.pace.stir();
         let Some(mut conn) = self.conn.take() else {
             return Some(End::Closed(ErrorCode::Internal));
         };
@@ -368,7 +339,7 @@ impl<Io: Stream> Live<Io> {
             Poll::Ready(Recv::Frames) => {
                 push_lines(&mut self.sock.out, frames.iter().map(Bytes::as_ref));
                 self.wrote = Instant::now();
-                self.stir();
+                self.pace.stir();
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Recv::Closed(code)) => Poll::Ready(Err(End::Closed(code))),
@@ -388,7 +359,7 @@ impl<Io: Stream> Live<Io> {
         }
         if let Some(dorm) = self.shared.dorm.as_deref() {
             // Out of the dorm, it waits on the clock's list again.
-            self.epoch.rejoin();
+            self.pace.rejoin();
             self.shared.risen.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.sock.io.rise(dorm) {
                 tracing::debug!(error = %e, "a socket could not leave the dorm");
@@ -434,13 +405,10 @@ impl<Io: Stream> Live<Io> {
     /// server has not written to for `heartbeat_interval`.
     fn check_tick(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
         let resting = self.sock.io.resting();
-        if !self.epoch.poll_new(&self.shared.clock, resting, cx) {
+        if !self.pace.poll_epoch(&self.shared.clock, resting, cx) {
             return None;
         }
         // A new epoch: look, then wait for the next one (next round).
-        self.rest.new_epoch();
-        self.lively = self.traffic >= LIVELY;
-        self.traffic = 0;
         *busy = true;
         let s = &self.shared.settings;
         if self.heard.elapsed() >= s.idle_timeout {

@@ -16,9 +16,9 @@
 //! boxed) is held only by its one waker ([`chat_net::sleep`]), which its
 //! socket, its outbox and the ping clock already have. The first of them to fire
 //! spawns a task for it again. So an idle connection costs no tokio task;
-//! a session with steady traffic (`LIVELY` in one ping epoch) keeps its
+//! a session with steady traffic ([`LIVELY`](chat_net::pace::LIVELY) in one ping epoch) keeps its
 //! task rather than pay for a new one at every message. A plain session
-//! that sleeps with little traffic (under `RESTLESS` in the epoch) also
+//! that sleeps with little traffic (under [`RESTLESS`](chat_net::pace::RESTLESS) in the epoch) also
 //! takes its socket out of tokio's reactor, into the server's
 //! [`Dorm`](chat_net::Dorm) (tokio's registration is the largest piece of an
 //! idle connection); woken there, it looks at what woke it
@@ -55,7 +55,7 @@ use crate::server::{Place, Shared};
 use chat_net::rounds::{rounds, Step, ROUNDS};
 use chat_net::sleep::{self, Sleeper};
 use chat_net::socket::Arrived;
-use chat_net::{Epoch, Plain, Rest, RestRule, Socket, Stream, Tls};
+use chat_net::{Pace, Plain, Rest, Socket, Stream, Tls};
 
 /// An accepted upgrade waiting for hyper to hand the socket over.
 pub(crate) struct PendingWs {
@@ -322,29 +322,6 @@ fn boxed<Io: Stream>(
     ))))
 }
 
-/// Chat traffic in one epoch of the ping clock (half a `ping_interval`)
-/// that keeps a session's task until the end of the next epoch: a session
-/// with less sleeps whenever it is quiet, as a chat member reading along
-/// or a client sending keep-alives; a busier one stays a task.
-const LIVELY: u8 = 16;
-
-/// Counts a session's chat traffic towards `LIVELY` (two of its fields,
-/// borrowed apart from the rest).
-fn stir(traffic: &mut u8, lively: &mut bool) {
-    *traffic = traffic.saturating_add(1);
-    if *traffic >= LIVELY {
-        *lively = true;
-    }
-}
-
-/// Chat traffic in one epoch of the ping clock after which a sleeping
-/// session keeps its socket in tokio's reactor until the epoch ends:
-/// waking there costs no system call, and moving a socket to the dorm and
-/// back costs four (a subscriber to a busy room would pay them per
-/// message until `LIVELY`). Below it (an idle connection, a quiet room,
-/// a client between a few requests) the socket rests in the dorm.
-const RESTLESS: u8 = 8;
-
 /// One WebSocket session, written as a future by hand: an idle session is
 /// these fields and nothing else (an `async` reader and writer would each
 /// keep their own locals and timers alive side by side). It reads and
@@ -366,15 +343,9 @@ struct Live<Io> {
     batch: Vec<Bytes>,
     /// When the client last sent anything.
     heard: Instant,
-    /// Its place on the server's shared ping clock.
-    epoch: Epoch,
-    /// Chat traffic (a message from the client, a batch from the outbox)
-    /// in this epoch of the ping clock, counted up to `LIVELY`; and
-    /// whether this epoch or the last one reached it.
-    traffic: u8,
-    lively: bool,
-    /// Whether its socket may rest in the dorm while it sleeps.
-    rest: RestRule,
+    /// Its place on the server's shared ping clock, and its chat traffic
+    /// (a message from the client, a batch from the outbox) epoch by epoch.
+    pace: Pace,
     /// Armed while a write waits for the client: its `write_timeout`.
     write_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Armed while frames are held for `write_coalesce`.
@@ -400,7 +371,7 @@ impl<Io: Stream> Sleeper for Live<Io> {
                     Step::Quiet if !self.sleepy() => return Poll::Pending,
                     Step::Quiet => {}
                 }
-                let rests = self.rest == RestRule::Allowed && self.traffic < RESTLESS;
+                let rests = self.pace.may_rest();
                 if let (Some(dorm), true) = (self.shared.dorm.as_deref(), rests) {
                     match self.sock.io.rest(dorm, cx.waker()) {
                         Rest::Resting => {
@@ -408,14 +379,14 @@ impl<Io: Stream> Sleeper for Live<Io> {
                             // The clock wakes the dorm's sleepers at each
                             // tick; one that began before the socket lay
                             // down is looked at now.
-                            if !self.epoch.is_current(&self.shared.ping) {
+                            if !self.pace.is_current(&self.shared.ping) {
                                 continue;
                             }
                         }
                         Rest::Stays => {}
                         Rest::Back => {
                             // Once refused, it stays in the reactor for good.
-                            self.rest = RestRule::Never;
+                            self.pace.never_rest();
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
@@ -486,7 +457,7 @@ impl<Io: Stream> Live<Io> {
     /// memory), and a busy one does not pay for a new task at every
     /// message.
     fn sleepy(&self) -> bool {
-        !self.lively
+        !self.pace.lively()
             && self.handling.is_none()
             && self.conn.is_some()
             && !self.sock.has_output()
@@ -520,10 +491,7 @@ impl<Io: Stream> Live<Io> {
             rx,
             batch: Vec::new(),
             heard: Instant::now(),
-            epoch: Epoch::new(&shared.ping),
-            traffic: 0,
-            lively: false,
-            rest: RestRule::new::<Io>(),
+            pace: Pace::new::<Io>(&shared.ping),
             write_timer: None,
             gather_timer: None,
             shared,
@@ -561,7 +529,7 @@ impl<Io: Stream> Live<Io> {
         *busy = true;
         self.heard = Instant::now();
         if matches!(msg, Inbound::Text(_) | Inbound::Binary(_)) {
-            stir(&mut self.traffic, &mut self.lively);
+            self.pace.stir();
         }
         match msg {
             Inbound::Text(text) => {
@@ -675,7 +643,7 @@ impl<Io: Stream> Live<Io> {
     /// Frames just taken from the outbox into `batch`: chat traffic, held
     /// for `write_coalesce` unless the batch is full or has a reply.
     fn took(&mut self) {
-        stir(&mut self.traffic, &mut self.lively);
+        self.pace.stir();
         let s = &self.shared.settings;
         let gather = !s.write_coalesce.is_zero()
             && self.batch.len() < s.write_batch_frames
@@ -700,7 +668,7 @@ impl<Io: Stream> Live<Io> {
             self.shared.stats.ws_resting.dec();
             self.shared.stats.ws_risen.inc();
             // Out of the dorm, it waits on the clock's list again.
-            self.epoch.rejoin();
+            self.pace.rejoin();
             risen.map_err(|e| End::Gone(e.to_string()))?;
         }
         work.map(|_| ())
@@ -759,13 +727,10 @@ impl<Io: Stream> Live<Io> {
     /// `idle_timeout`, pings one quiet for `ping_interval`.
     fn check_tick(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
         let resting = self.sock.io.resting();
-        if !self.epoch.poll_new(&self.shared.ping, resting, cx) {
+        if !self.pace.poll_epoch(&self.shared.ping, resting, cx) {
             return None;
         }
         // A new epoch: look, then wait for the next one (next round).
-        self.rest.new_epoch();
-        self.lively = self.traffic >= LIVELY;
-        self.traffic = 0;
         *busy = true;
         let s = &self.shared.settings;
         let quiet = self.heard.elapsed();
