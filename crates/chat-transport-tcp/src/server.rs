@@ -65,12 +65,16 @@ pub(crate) async fn run(
         Arc::new(config)
     };
     let engine = &shared.engine;
-    let clock = tokio::spawn(
-        shared
-            .clock
-            .clone()
-            .run(session::clock_period(&shared.settings), shared.dorm.clone()),
-    );
+    // Ended with the server, whichever way it ends.
+    let _background = Background {
+        clock: tokio::spawn(
+            shared
+                .clock
+                .clone()
+                .run(session::clock_period(&shared.settings), shared.dorm.clone()),
+        ),
+        dorm: shared.dorm.clone(),
+    };
     let handshakes = Arc::new(Semaphore::new(shared.settings.max_handshakes.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection holds a clone (a session, asleep or not, in its
@@ -130,11 +134,23 @@ pub(crate) async fn run(
     shared.clock.wake_everyone(shared.dorm.as_deref()).await;
     drop(done_tx);
     let _ = done_rx.recv().await;
-    clock.abort();
-    if let Some(dorm) = &shared.dorm {
-        dorm.stop();
-    }
     tracing::info!("TLS TCP transport stopped");
+}
+
+/// The server's clock and dorm tasks: ended when `serve` returns or is
+/// dropped.
+struct Background {
+    clock: tokio::task::JoinHandle<()>,
+    dorm: Option<Arc<chat_net::Dorm>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.clock.abort();
+        if let Some(dorm) = &self.dorm {
+            dorm.stop();
+        }
+    }
 }
 
 /// A connection's task: the handshake and admission, then the session
