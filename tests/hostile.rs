@@ -115,6 +115,18 @@ async fn slowloris_headers_and_stuck_tls_handshakes_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_disconnected_as_lagged() {
+    never_reads(false).await;
+}
+
+/// The same over TLS TCP, whose sessions sleep and rest as WebSocket ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_tcp_client_that_never_reads_is_disconnected_as_lagged() {
+    never_reads(true).await;
+}
+
+/// A subscriber (over TLS TCP if `tcp`) that stops reading while a room
+/// floods: dropped as lagged, told why, and the room goes on.
+async fn never_reads(tcp: bool) {
     let (_d, server) = start(&[]);
     let calm = Bystanders::start(&server).await;
     let mut flooder = Client::ws(&server).await;
@@ -126,7 +138,11 @@ async fn a_client_that_never_reads_is_disconnected_as_lagged() {
             topic: String::new(),
         })
         .await;
-    let mut sleeper = Client::ws(&server).await;
+    let mut sleeper = if tcp {
+        Client::tcp(&server).await
+    } else {
+        Client::ws(&server).await
+    };
     sleeper.signup("sleeper").await;
     sleeper
         .ok(ClientFrame::Join {
