@@ -75,5 +75,5 @@ pub use dorm::Dorm;
 pub use pace::Pace;
 pub use sleep::Sleeper;
 pub use socket::Socket;
-pub use stream::{Plain, Rest, RestRule, Stream};
+pub use stream::{Plain, Rest, Stream};
 pub use tls::Tls;

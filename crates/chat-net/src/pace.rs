@@ -5,7 +5,7 @@
 use std::task::Context;
 
 use crate::clock::{Clock, Epoch};
-use crate::stream::{RestRule, Stream};
+use crate::stream::Stream;
 
 /// Chat traffic in one epoch of the clock that keeps a session's task
 /// until the end of the next epoch: a session with less sleeps whenever
@@ -21,6 +21,35 @@ pub const LIVELY: u8 = 16;
 /// message until `LIVELY`). Below it (an idle connection, a quiet room,
 /// a client between a few requests) the socket rests in the dorm.
 pub const RESTLESS: u8 = 8;
+
+/// Whether a quiet session's socket may rest in the dorm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestRule {
+    /// Whenever the session is quiet with traffic under `RESTLESS`.
+    Allowed,
+    /// Not before the clock's next epoch ([`Stream::REST_WHEN_NEW`]).
+    AfterAnEpoch,
+    /// Never: the dorm refused its socket once.
+    Never,
+}
+
+impl RestRule {
+    /// The rule for a new session over `Io`.
+    fn new<Io: Stream>() -> Self {
+        if Io::REST_WHEN_NEW {
+            RestRule::Allowed
+        } else {
+            RestRule::AfterAnEpoch
+        }
+    }
+
+    /// A new epoch of the clock began.
+    fn new_epoch(&mut self) {
+        if *self == RestRule::AfterAnEpoch {
+            *self = RestRule::Allowed;
+        }
+    }
+}
 
 /// See the module docs. Eight bytes.
 #[derive(Debug, Clone, Copy)]

@@ -26,35 +26,6 @@ pub enum Rest {
     Back,
 }
 
-/// Whether a quiet session's socket may rest in the dorm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestRule {
-    /// Whenever the session is quiet enough (each transport says when).
-    Allowed,
-    /// Not before the clock's next epoch ([`Stream::REST_WHEN_NEW`]).
-    AfterAnEpoch,
-    /// Never: the dorm refused its socket once.
-    Never,
-}
-
-impl RestRule {
-    /// The rule for a new session over `Io`.
-    pub fn new<Io: Stream>() -> Self {
-        if Io::REST_WHEN_NEW {
-            RestRule::Allowed
-        } else {
-            RestRule::AfterAnEpoch
-        }
-    }
-
-    /// A new epoch of the clock began.
-    pub fn new_epoch(&mut self) {
-        if *self == RestRule::AfterAnEpoch {
-            *self = RestRule::Allowed;
-        }
-    }
-}
-
 /// A session's stream: tokio's reads and writes while the session runs,
 /// and, while it sleeps, whether the socket can wait outside tokio.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
