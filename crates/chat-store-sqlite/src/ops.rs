@@ -253,7 +253,8 @@ impl Ops {
 
     /// Appends with the room's next `seq`, or returns the earlier message
     /// with the same (room, sender, client_id) if the idempotency window
-    /// still holds it.
+    /// still holds it. Writes with one statement and nothing else that a
+    /// failure would have to undo: the writer runs it without a savepoint.
     pub(crate) fn append(&mut self, m: NewMessage) -> Result<Appended, StoreError> {
         let slot = self.room(&m.room)?.ok_or(StoreError::NotFound)?;
         let key = match &m.client_id {

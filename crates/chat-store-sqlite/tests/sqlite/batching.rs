@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use chat_core::{Role, Store, StoreError, UserRecord};
+use chat_core::{HistoryQuery, NewMessage, Role, Store, StoreError, UserRecord};
 use chat_store_sqlite::Error;
 
 use crate::support::{
@@ -141,6 +141,63 @@ async fn a_failing_request_fails_alone_and_leaves_no_trace() {
     ));
     assert!(store.room("good").await.unwrap().is_some());
     assert_eq!(store.last_seq("lobby").await.unwrap(), 2);
+}
+
+/// Appends run without a savepoint of their own (SQLite makes each
+/// statement atomic): one that fails after its row went in is undone alone,
+/// takes no `seq`, and leaves no idempotency key behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_append_fails_alone_and_leaves_no_trace() {
+    let (store, _dir, path) = open_temp();
+    create_room(&store, "lobby").await;
+    // Fail after the row and its index entries are written.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_poison AFTER INSERT ON messages
+             WHEN NEW.body = 'poison' BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+    let keyed = |body: &str, client_id: &str| NewMessage {
+        client_id: Some(client_id.to_owned()),
+        ..msg("lobby", "a", body)
+    };
+
+    let (lock, plug) = stall_writer(&store, &path).await;
+    let mut queued = Vec::new();
+    for (body, client_id) in [("one", "k1"), ("poison", "k2"), ("two", "k3")] {
+        let s = store.clone();
+        let m = keyed(body, client_id);
+        queued.push(queue(&store, async move { s.append(m).await }).await);
+    }
+    let commits = store.metrics().commits;
+    lock.release();
+    plug.await.unwrap();
+    let mut results = Vec::new();
+    for q in queued {
+        results.push(q.await.unwrap());
+    }
+    assert_eq!(store.metrics().commits - commits, 2, "the plug's batch, then ours");
+    assert_eq!(results[0].as_ref().unwrap().message.seq, 1);
+    assert!(
+        matches!(&results[1], Err(StoreError::Backend(_))),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap().message.seq, 2, "no seq taken");
+
+    // The failed append's key was not kept: a retry is stored anew.
+    let retry = store.append(keyed("cured", "k2")).await.unwrap();
+    assert!(!retry.duplicate);
+    assert_eq!(retry.message.seq, 3);
+    let bodies: Vec<String> = store
+        .history("lobby", HistoryQuery::after(0, 10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, ["one", "two", "cured"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
