@@ -50,6 +50,24 @@ pub struct Connection {
     _permit: AdmissionPermit,
 }
 
+/// What a send that passed its checks needs once its message is stored:
+/// the ack's fields and the room, for the bots.
+struct Prepared {
+    id: Option<u64>,
+    room: String,
+    client_id: Option<String>,
+    user: Arc<str>,
+    checked: Checked,
+}
+
+/// Sends gathered by [`Connection::handle_frames`]: their messages, and
+/// what each needs once stored, in the same order.
+#[derive(Default)]
+struct Sends {
+    messages: Vec<NewMessage>,
+    prepared: Vec<Prepared>,
+}
+
 /// The rooms a connection is subscribed to: a sorted list, one small
 /// allocation for the usual handful (a hash set's table is several times
 /// that, kept by every idle connection); at most
@@ -222,16 +240,95 @@ impl Connection {
     pub async fn handle_frame(&mut self, bytes: &[u8]) {
         match self.engine.codec().decode(bytes) {
             Ok(req) => self.handle(req).await,
-            Err(e) => {
-                self.engine.metrics().bad_frames.inc();
-                tracing::debug!(session = self.session.id(), error = %e, "bad frame");
-                self.reply(&ServerFrame::Error {
-                    id: None,
-                    code: e.code(),
-                    message: e.to_string(),
-                });
+            Err(e) => self.bad_frame(&e),
+        }
+    }
+
+    /// Handles raw frames that arrived together, with the same replies, in
+    /// the same order, as [`handle_frame`](Self::handle_frame) on each in
+    /// turn; but consecutive sends are stored with one store request (one
+    /// batch, in order) and acked together. For a transport that finds
+    /// several of a client's frames in one read: a client that pipelines
+    /// its sends pays for one commit wait, not one each.
+    pub async fn handle_frames<B: AsRef<[u8]>>(&mut self, frames: &[B]) {
+        let mut sends = Sends::default();
+        for bytes in frames {
+            let req = match self.engine.codec().decode(bytes.as_ref()) {
+                Ok(req) => req,
+                Err(e) => {
+                    self.flush_sends(&mut sends).await;
+                    self.bad_frame(&e);
+                    continue;
+                }
+            };
+            let Request {
+                id,
+                frame:
+                    ClientFrame::Send {
+                        room,
+                        body,
+                        client_id,
+                    },
+            } = req
+            else {
+                self.flush_sends(&mut sends).await;
+                self.handle(req).await;
+                continue;
+            };
+            self.engine.metrics().frames_in.inc();
+            match self.prepare_send(id, room, body, client_id).await {
+                Ok((message, send)) => {
+                    sends.messages.push(message);
+                    sends.prepared.push(send);
+                }
+                Err(e) => {
+                    self.flush_sends(&mut sends).await;
+                    self.reply_error(id, &e);
+                }
             }
         }
+        self.flush_sends(&mut sends).await;
+    }
+
+    /// Stores, publishes and acks the sends [`handle_frames`] gathered.
+    ///
+    /// [`handle_frames`]: Self::handle_frames
+    async fn flush_sends(&mut self, sends: &mut Sends) {
+        let results = match sends.messages.len() {
+            0 => return,
+            1 => match sends.messages.pop() {
+                Some(message) => vec![self.engine.append_and_publish(message).await],
+                None => return,
+            },
+            _ => {
+                let messages = std::mem::take(&mut sends.messages);
+                self.engine.append_and_publish_many(messages).await
+            }
+        };
+        for (send, res) in sends.prepared.drain(..).zip(results) {
+            let id = send.id;
+            if let Err(e) = async { self.after_append(send, res?).await }.await {
+                self.reply_error(id, &e);
+            }
+        }
+    }
+
+    fn bad_frame(&self, e: &crate::protocol::DecodeError) {
+        self.engine.metrics().bad_frames.inc();
+        tracing::debug!(session = self.session.id(), error = %e, "bad frame");
+        self.reply(&ServerFrame::Error {
+            id: None,
+            code: e.code(),
+            message: e.to_string(),
+        });
+    }
+
+    fn reply_error(&self, id: Option<u64>, e: &EngineError) {
+        self.reply(&ServerFrame::Error {
+            id,
+            code: e.code(),
+            message: e.message().to_owned(),
+        });
     }
 
     /// Handles one decoded request; the reply (or error) goes to the session.
@@ -241,11 +338,7 @@ impl Connection {
         match self.dispatch(id, req.frame).await {
             Ok(Some(frame)) => self.reply(&frame),
             Ok(None) => {}
-            Err(e) => self.reply(&ServerFrame::Error {
-                id,
-                code: e.code(),
-                message: e.message().to_owned(),
-            }),
+            Err(e) => self.reply_error(id, &e),
         }
     }
 
@@ -412,8 +505,22 @@ impl Connection {
         body: String,
         client_id: Option<String>,
     ) -> Result<Option<ServerFrame>, EngineError> {
-        let engine = self.engine.clone();
-        let inner = &engine.inner;
+        let (message, send) = self.prepare_send(id, room, body, client_id).await?;
+        let appended = self.engine.append_and_publish(message).await?;
+        self.after_append(send, appended).await?;
+        Ok(None)
+    }
+
+    /// A send's checks, in the order a client sees their errors: login,
+    /// body, `client_id`, rate, then the room's access rules.
+    async fn prepare_send(
+        &mut self,
+        id: Option<u64>,
+        room: String,
+        body: String,
+        client_id: Option<String>,
+    ) -> Result<(NewMessage, Prepared), EngineError> {
+        let engine = &self.engine;
         let user = self.require_user()?;
         if body.trim().is_empty() {
             return Err(EngineError::invalid("empty message"));
@@ -433,22 +540,44 @@ impl Connection {
         {
             return Err(EngineError::invalid("client_id is 1 to 64 bytes"));
         }
-        if !inner.rate.check(&user) {
+        if !engine.inner.rate.check(&user) {
             engine.metrics().rate_limited.inc();
             return Err(EngineError::new(ErrorCode::RateLimited, "slow down"));
         }
-        let c = self.check_action(&room, &user, Action::Post).await?;
-        let appended = engine
-            .append_and_publish(NewMessage {
-                room: room.clone(),
-                sender: user.to_string(),
-                body,
-                kind: crate::MessageKind::User,
-                client_id: client_id.clone(),
-                ts: now_ms(),
-                file: None,
-            })
-            .await?;
+        let checked = self.check_action(&room, &user, Action::Post).await?;
+        let message = NewMessage {
+            room: room.clone(),
+            sender: user.to_string(),
+            body,
+            kind: crate::MessageKind::User,
+            client_id: client_id.clone(),
+            ts: now_ms(),
+            file: None,
+        };
+        let send = Prepared {
+            id,
+            room,
+            client_id,
+            user,
+            checked,
+        };
+        Ok((message, send))
+    }
+
+    /// The ack of a stored send, then its mentions and the bots it calls.
+    async fn after_append(
+        &mut self,
+        send: Prepared,
+        appended: crate::store::Appended,
+    ) -> Result<(), EngineError> {
+        let engine = self.engine.clone();
+        let Prepared {
+            id,
+            room,
+            client_id,
+            user,
+            checked,
+        } = send;
         self.reply(&ServerFrame::Ack {
             id,
             room: room.clone(),
@@ -462,7 +591,7 @@ impl Connection {
                 Box::pin(engine.notify_mentions(&appended.message)).await;
             }
             for bot in engine
-                .bots_to_answer(&c.rec, &appended.message.body)
+                .bots_to_answer(&checked.rec, &appended.message.body)
                 .await?
             {
                 let prompt = appended.message.body.clone();
@@ -475,7 +604,7 @@ impl Connection {
                 );
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Every request but a send or a ping (see [`Connection::dispatch`]).

@@ -606,23 +606,65 @@ impl Engine {
             let res = engine.inner.store.append(msg).await;
             engine.inner.metrics.store_append.observe(started.elapsed());
             let appended = res.inspect_err(|_| engine.inner.metrics.store_errors.inc())?;
-            if !appended.duplicate {
-                engine.inner.metrics.messages_in.inc();
-                let m = &appended.message;
-                let event = RoomEvent {
-                    room: Arc::from(m.room.as_str()),
-                    seq: Some(m.seq),
-                    frame: Codec::encode(&ServerFrame::Message { message: m.clone() }),
-                    revoke: None,
-                };
-                engine.publish(event).await;
-            }
+            engine.publish_appended(&appended).await;
             Ok::<_, crate::StoreError>(appended)
         });
         match task.await {
             Ok(res) => Ok(res?),
             Err(_) => Err(EngineError::new(ErrorCode::Internal, "append task failed")),
         }
+    }
+
+    /// [`append_and_publish`](Self::append_and_publish) for several
+    /// messages in order, with one store request and one task: a
+    /// connection's pipelined sends. One result per message, in order.
+    pub(crate) async fn append_and_publish_many(
+        &self,
+        msgs: Vec<NewMessage>,
+    ) -> Vec<Result<crate::store::Appended, EngineError>> {
+        let n = msgs.len();
+        self.inner.metrics.sends_batched.add(n as u64);
+        let engine = self.clone();
+        let guard = self.inflight();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            let started = tokio::time::Instant::now();
+            let results = engine.inner.store.append_many(msgs).await;
+            let took = started.elapsed();
+            for res in &results {
+                engine.inner.metrics.store_append.observe(took);
+                match res {
+                    Ok(appended) => engine.publish_appended(appended).await,
+                    Err(_) => engine.inner.metrics.store_errors.inc(),
+                }
+            }
+            results
+        });
+        match task.await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(EngineError::from))
+                .collect(),
+            Err(_) => (0..n)
+                .map(|_| Err(EngineError::new(ErrorCode::Internal, "append task failed")))
+                .collect(),
+        }
+    }
+
+    /// Counts and publishes a message the store just took (not a repeat).
+    async fn publish_appended(&self, appended: &crate::store::Appended) {
+        if appended.duplicate {
+            return;
+        }
+        self.inner.metrics.messages_in.inc();
+        let m = &appended.message;
+        let event = RoomEvent {
+            room: Arc::from(m.room.as_str()),
+            seq: Some(m.seq),
+            frame: Codec::encode(&ServerFrame::Message { message: m.clone() }),
+            revoke: None,
+        };
+        self.publish(event).await;
     }
 
     /// Looks a room up with the caller's role, refusing with `not_found`

@@ -103,6 +103,10 @@ pub struct Metrics {
     pub frames_in: Counter,
     /// Messages stored (acknowledged).
     pub messages_in: Counter,
+    /// Sends that went to the store with others in one request: a
+    /// connection's pipelined sends (see
+    /// [`Connection::handle_frames`](crate::Connection::handle_frames)).
+    pub sends_batched: Counter,
     /// Frames queued to sessions by fan-out (one per recipient).
     pub deliveries: Counter,
     /// Subscribers disconnected because their queue was full.

@@ -190,6 +190,19 @@ pub trait Store: Send + Sync + 'static {
     /// recognizes a repeat (an idempotency window, documented by the
     /// store); within it the answer is exact.
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
+    /// Appends several messages as [`append`](Self::append) would, one
+    /// after another and in order (so their `seq`s in a room follow the
+    /// order given); one result per message, in the same order. One that
+    /// fails does not stop the rest. The default appends one at a time;
+    /// a store that can make them durable together (one commit) should
+    /// override it: a connection's pipelined sends arrive this way.
+    async fn append_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            results.push(self.append(message).await);
+        }
+        results
+    }
     /// A page of history; see [`HistoryQuery`].
     async fn history(&self, room: &str, query: HistoryQuery) -> Result<Vec<Message>, StoreError>;
     /// The newest `seq` of a room (0 when empty).

@@ -266,6 +266,22 @@ impl Store for SqliteStore {
         self.write(|tx| Command::Append(message, tx)).await
     }
 
+    /// One request to the writer for all of them: they go into one batch,
+    /// in order, and are answered together after its commit.
+    async fn append_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        let n = messages.len();
+        let closed = || (0..n).map(|_| Err(StoreError::Closed)).collect();
+        if n == 0 {
+            return Vec::new();
+        }
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command::AppendMany(messages, reply);
+        if self.inner.tx.send(cmd).await.is_err() {
+            return closed();
+        }
+        answer.await.unwrap_or_else(|_| closed())
+    }
+
     async fn set_read_marker(&self, user: &str, room: &str, seq: u64) -> Result<(), StoreError> {
         let (user, room) = (user.to_owned(), room.to_owned());
         self.write(|tx| Command::SetReadMarker(user, room, seq, tx))

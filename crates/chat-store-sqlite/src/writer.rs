@@ -34,10 +34,16 @@ const COMMIT_DELAY_STEP: Duration = Duration::from_micros(25);
 /// Where the writer answers one request.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// Where the writer answers an [`Command::AppendMany`].
+pub(crate) type ManyReply = oneshot::Sender<Vec<Result<Appended, StoreError>>>;
+
 /// One request to the writer thread.
 #[derive(Debug)]
 pub(crate) enum Command {
     Append(NewMessage, Reply<Appended>),
+    /// Several appends of one caller, run in order in one batch
+    /// (`Store::append_many`); one answer each.
+    AppendMany(Vec<NewMessage>, ManyReply),
     CreateUser(UserRecord, Reply<()>),
     PutToken(TokenRecord, Reply<()>),
     DeleteToken(String, Reply<()>),
@@ -69,16 +75,28 @@ pub(crate) struct Stats {
 /// A request's answer, held until its batch commits.
 enum Done {
     Appended(Reply<Appended>, Result<Appended, StoreError>),
+    Many(ManyReply, Vec<Result<Appended, StoreError>>),
     Bool(Reply<bool>, Result<bool, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
 }
 
 impl Done {
-    fn succeeded(&self) -> bool {
+    /// How many of its requests failed.
+    fn failures(&self) -> u64 {
+        let failed = |ok: bool| u64::from(!ok);
         match self {
-            Done::Appended(_, r) => r.is_ok(),
-            Done::Bool(_, r) => r.is_ok(),
-            Done::Unit(_, r) => r.is_ok(),
+            Done::Appended(_, r) => failed(r.is_ok()),
+            Done::Many(_, rs) => rs.iter().map(|r| failed(r.is_ok())).sum(),
+            Done::Bool(_, r) => failed(r.is_ok()),
+            Done::Unit(_, r) => failed(r.is_ok()),
+        }
+    }
+
+    /// How many requests it answers.
+    fn requests(&self) -> u64 {
+        match self {
+            Done::Many(_, rs) => rs.len() as u64,
+            _ => 1,
         }
     }
 
@@ -97,6 +115,7 @@ impl Done {
         }
         match self {
             Done::Appended(tx, r) => drop(tx.send(finish(r, lost))),
+            Done::Many(tx, rs) => drop(tx.send(rs.into_iter().map(|r| finish(r, lost)).collect())),
             Done::Bool(tx, r) => drop(tx.send(finish(r, lost))),
             Done::Unit(tx, r) => drop(tx.send(finish(r, lost))),
         }
@@ -248,10 +267,14 @@ impl Writer {
     }
 
     fn run_batch(&mut self, batch: &mut Vec<Command>) {
-        let writes = batch
+        let writes: usize = batch
             .iter()
-            .filter(|c| !matches!(c, Command::Flush(_) | Command::Close(_)))
-            .count();
+            .map(|c| match c {
+                Command::Flush(_) | Command::Close(_) => 0,
+                Command::AppendMany(ms, _) => ms.len(),
+                _ => 1,
+            })
+            .sum();
         if writes == 0 {
             // Everything before these was committed by earlier batches.
             for cmd in batch.drain(..) {
@@ -310,9 +333,13 @@ impl Writer {
         self.members.invalidate(&mut self.touched);
         let lost = self.lost.take();
         for done in self.done.drain(..) {
-            if !done.succeeded() || lost.is_some() {
-                self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
-            }
+            let failed = match lost {
+                Some(_) => done.requests(),
+                None => done.failures(),
+            };
+            self.stats
+                .failed_requests
+                .fetch_add(failed, Ordering::Relaxed);
             done.send(lost.as_ref());
         }
     }
@@ -322,6 +349,13 @@ impl Writer {
         let err = || StoreError::from(Error::BatchAborted(Arc::clone(lost)));
         match cmd {
             Command::Append(_, tx) => drop(tx.send(Err(err()))),
+            Command::AppendMany(ms, tx) => {
+                self.stats
+                    .failed_requests
+                    .fetch_add(ms.len() as u64, Ordering::Relaxed);
+                drop(tx.send(ms.iter().map(|_| Err(err())).collect()));
+                return;
+            }
             Command::RemoveMember(_, _, tx) => drop(tx.send(Err(err()))),
             Command::CreateUser(_, tx)
             | Command::PutFile(_, tx)
@@ -345,6 +379,13 @@ impl Writer {
     fn run_one(&mut self, cmd: Command) -> Option<Done> {
         Some(match cmd {
             Command::Append(m, tx) => Done::Appended(tx, self.statement(|ops| ops.append(m))),
+            Command::AppendMany(ms, tx) => {
+                let results = ms
+                    .into_iter()
+                    .map(|m| self.statement(|ops| ops.append(m)))
+                    .collect();
+                Done::Many(tx, results)
+            }
             Command::CreateUser(u, tx) => Done::Unit(tx, self.step(|ops| ops.create_user(u))),
             Command::PutToken(t, tx) => Done::Unit(tx, self.step(|ops| ops.put_token(t))),
             Command::PutFile(f, tx) => Done::Unit(tx, self.step(|ops| ops.put_file(f))),

@@ -1,7 +1,8 @@
 //! One admitted connection: a future written by hand ([`Live`]) that
-//! reads the client's lines and hands each to
-//! [`Connection::handle_frame`] (which may wait on the store), one at a
-//! time, while it writes what the engine queues in batches (one write per
+//! reads the client's lines and hands them to the engine's connection
+//! (which may wait on the store) in order, a run of lines already read at a
+//! time ([`Connection::handle_frames`]: pipelined sends are stored
+//! together), while it writes what the engine queues in batches (one write per
 //! batch) and a heartbeat to a quiet client; then [`finish`] says goodbye.
 //!
 //! An idle connection is these fields and nothing else: no task (a quiet
@@ -112,17 +113,22 @@ pub(crate) enum End {
     TooLong,
 }
 
+/// What a run of lines hands back: the connection, and what ended the
+/// run (a line too long, the end) if anything did.
+type Handled = (Connection, Option<Line>);
+
 /// One connection's session. See the module docs.
 pub(crate) struct Live<Io> {
     sock: Socket<Io>,
     lines: LineReader,
-    /// The engine's connection; moved into `handling` while a line is
+    /// The engine's connection; moved into `handling` while lines are
     /// handled.
     conn: Option<Connection>,
-    /// The request being handled, which hands the connection back. Boxed:
-    /// the engine's request future is several KiB, and lives only while a
-    /// line is handled.
-    handling: Option<Pin<Box<dyn Future<Output = Connection> + Send>>>,
+    /// The requests being handled, which hand the connection back with
+    /// what ended the run (a line too long, the end), if anything. Boxed:
+    /// the engine's request future is several KiB, and lives only while
+    /// lines are handled.
+    handling: Option<Pin<Box<dyn Future<Output = Handled> + Send>>>,
     /// The session's queue (its sending half is the engine's).
     rx: OutboxReceiver,
     /// When the client last completed a line, and when the server last
@@ -252,15 +258,17 @@ impl<Io: Stream> Live<Io> {
     /// Finishes the request in progress, or takes (reading if need be)
     /// the next line and starts handling it.
     fn read_side(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
+        let mut held = None;
         if let Some(handling) = self.handling.as_mut() {
-            let Poll::Ready(conn) = handling.as_mut().poll(cx) else {
+            let Poll::Ready((conn, next)) = handling.as_mut().poll(cx) else {
                 return None;
             };
             self.conn = Some(conn);
             self.handling = None;
             *busy = true;
+            held = next;
         }
-        let line = match self.lines.next() {
+        let line = match held.or_else(|| self.lines.next()) {
             Some(Line::Frame(line)) => line,
             Some(Line::TooLong) => return Some(End::TooLong),
             Some(Line::Eof) => return Some(End::Gone),
@@ -286,9 +294,32 @@ impl<Io: Stream> Live<Io> {
         let Some(mut conn) = self.conn.take() else {
             return Some(End::Closed(ErrorCode::Internal));
         };
+        // Lines already read are handled together (a client's pipelined
+        // sends: one store request). What ends the run is held until they
+        // are done, as it came after.
+        let mut more = Vec::new();
+        let mut next = None;
+        while more.len() + 1 < self.shared.settings.read_batch_lines {
+            match self.lines.next() {
+                Some(Line::Frame(l)) => {
+                    self.pace.stir();
+                    more.push(l);
+                }
+                None => break,
+                stop => {
+                    next = stop;
+                    break;
+                }
+            }
+        }
         self.handling = Some(Box::pin(async move {
-            conn.handle_frame(&line).await;
-            conn
+            if more.is_empty() {
+                conn.handle_frame(&line).await;
+            } else {
+                more.insert(0, line);
+                conn.handle_frames(&more).await;
+            }
+            (conn, next)
         }));
         None
     }

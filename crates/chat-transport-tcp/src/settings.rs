@@ -60,6 +60,11 @@ pub struct TcpSettings {
     /// accepting (the kernel's listen backlog holds new connections) until
     /// one finishes or times out. Default 1024.
     pub max_handshakes: usize,
+    /// Most of a client's lines, already read, handled together (see
+    /// [`Connection::handle_frames`](chat_core::Connection::handle_frames)):
+    /// consecutive sends among them are stored in one store request and
+    /// acked together. 1 handles each line on its own. Default 32.
+    pub read_batch_lines: usize,
 }
 
 impl Default for TcpSettings {
@@ -73,6 +78,7 @@ impl Default for TcpSettings {
             close_linger_bytes: 256 * 1024,
             max_line_bytes: None,
             max_handshakes: 1024,
+            read_batch_lines: 32,
         }
     }
 }
@@ -131,6 +137,13 @@ impl TcpSettings {
     #[must_use]
     pub fn max_handshakes(mut self, v: usize) -> Self {
         self.max_handshakes = v.max(1);
+        self
+    }
+
+    /// Sets [`TcpSettings::read_batch_lines`] (at least 1).
+    #[must_use]
+    pub fn read_batch_lines(mut self, v: usize) -> Self {
+        self.read_batch_lines = v.max(1);
         self
     }
 

@@ -19,6 +19,7 @@
 //! | `chat_subscriptions` | gauge | room subscriptions held now |
 //! | `chat_frames_in_total` | counter | client frames handled |
 //! | `chat_messages_in_total` | counter | messages stored (acknowledged) |
+//! | `chat_sends_batched_total` | counter | sends stored with others in one store request (pipelined) |
 //! | `chat_fanout_deliveries_total` | counter | frames queued to sessions by fan-out |
 //! | `chat_lagged_total` | counter | subscribers dropped for a full queue |
 //! | `chat_rate_limited_total` | counter | requests refused by the rate limiter |
@@ -193,6 +194,12 @@ pub(crate) fn render(engine: &Metrics, transport: &TransportStats) -> String {
         "chat_messages_in_total",
         "Messages stored (acknowledged).",
         &m.messages_in,
+    );
+    counter(
+        &mut out,
+        "chat_sends_batched_total",
+        "Sends stored with others in one store request (a connection's pipelined sends).",
+        &m.sends_batched,
     );
     counter(
         &mut out,

@@ -37,6 +37,11 @@ pub struct WsSettings {
     pub write_buffer_bytes: usize,
     /// Most queued frames written in one batch (one flush). Default 64.
     pub write_batch_frames: usize,
+    /// Most of a client's text messages, already read, handled together
+    /// (see [`Connection::handle_frames`](chat_core::Connection::handle_frames)):
+    /// consecutive sends among them are stored in one store request and
+    /// acked together. 1 handles each message on its own. Default 32.
+    pub read_batch_frames: usize,
     /// How long a session's writer waits, once a frame is queued, for more
     /// frames to write with it. Under fan-out each write then carries
     /// several messages in one system call (the cost of a delivery is
@@ -106,6 +111,7 @@ impl Default for WsSettings {
             read_buffer_bytes: 16 * 1024,
             write_buffer_bytes: 128 * 1024,
             write_batch_frames: 64,
+            read_batch_frames: 32,
             write_coalesce: Duration::ZERO,
             write_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
@@ -134,6 +140,7 @@ impl std::fmt::Debug for WsSettings {
             .field("read_buffer_bytes", &self.read_buffer_bytes)
             .field("write_buffer_bytes", &self.write_buffer_bytes)
             .field("write_batch_frames", &self.write_batch_frames)
+            .field("read_batch_frames", &self.read_batch_frames)
             .field("write_coalesce", &self.write_coalesce)
             .field("write_timeout", &self.write_timeout)
             .field("ping_interval", &self.ping_interval)
@@ -179,6 +186,8 @@ setters! {
     write_buffer_bytes: usize,
     /// Sets [`WsSettings::write_batch_frames`].
     write_batch_frames: usize,
+    /// Sets [`WsSettings::read_batch_frames`].
+    read_batch_frames: usize,
     /// Sets [`WsSettings::write_coalesce`].
     write_coalesce: Duration,
     /// Sets [`WsSettings::write_timeout`].
@@ -239,6 +248,9 @@ impl WsSettings {
         }
         if self.write_batch_frames == 0 {
             return invalid("write_batch_frames", "must be at least 1");
+        }
+        if self.read_batch_frames == 0 {
+            return invalid("read_batch_frames", "must be at least 1");
         }
         if self.write_coalesce >= self.write_timeout {
             return invalid("write_coalesce", "must be shorter than write_timeout");

@@ -322,20 +322,26 @@ fn boxed<Io: Stream>(
     ))))
 }
 
+/// What a run of requests hands back: the connection, and the frame or
+/// decoding error that ended the run.
+type Handled = (Connection, Option<Result<Option<Inbound>, FrameError>>);
+
 /// One WebSocket session, written as a future by hand: an idle session is
 /// these fields and nothing else (an `async` reader and writer would each
 /// keep their own locals and timers alive side by side). It reads and
-/// handles the client's frames one at a time, in order, while it writes
-/// what the engine queues, pings a quiet client, and ends with how the
-/// session ended; [`finish`] then says goodbye.
+/// handles the client's frames in order (a run of text messages already
+/// read at a time), while it writes what the engine queues, pings a quiet
+/// client, and ends with how the session ended; [`finish`] then says
+/// goodbye.
 struct Live<Io> {
     sock: Socket<Io>,
     dec: Decoder,
-    /// The engine's connection; moved into `handling` while a text message
-    /// is handled.
+    /// The engine's connection; moved into `handling` while text messages
+    /// are handled.
     conn: Option<Connection>,
-    /// The request being handled, which hands the connection back.
-    handling: Option<Pin<Box<dyn Future<Output = Connection> + Send>>>,
+    /// The requests being handled, which hand the connection back with
+    /// what was read after them, if anything.
+    handling: Option<Pin<Box<dyn Future<Output = Handled> + Send>>>,
     /// The session's queue (its sending half is the engine's).
     rx: OutboxReceiver,
     /// Frames taken from the outbox, not yet encoded (a batch held for the
@@ -501,15 +507,17 @@ impl<Io: Stream> Live<Io> {
     /// Finishes the request in progress, or parses (reading if need be)
     /// the next frame and acts on it.
     fn read_side(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Option<End> {
+        let mut held = None;
         if let Some(handling) = self.handling.as_mut() {
-            let Poll::Ready(conn) = handling.as_mut().poll(cx) else {
+            let Poll::Ready((conn, next)) = handling.as_mut().poll(cx) else {
                 return None;
             };
             self.conn = Some(conn);
             self.handling = None;
             *busy = true;
+            held = next;
         }
-        let msg = match self.dec.next() {
+        let msg = match held.unwrap_or_else(|| self.dec.next()) {
             Ok(Some(msg)) => msg,
             Ok(None) => {
                 let max = self.shared.settings.read_buffer_bytes;
@@ -536,11 +544,34 @@ impl<Io: Stream> Live<Io> {
                 let Some(mut conn) = self.conn.take() else {
                     return Some(End::Server(ErrorCode::Internal));
                 };
+                // Text messages already read are handled together (a
+                // client's pipelined sends: one store request). What ends
+                // the run is held until they are done, as it came after.
+                let mut more = Vec::new();
+                let mut next = None;
+                while more.len() + 1 < self.shared.settings.read_batch_frames {
+                    match self.dec.next() {
+                        Ok(Some(Inbound::Text(t))) => more.push(t),
+                        Ok(None) => break,
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                for _ in 0..more.len() {
+                    self.pace.stir();
+                }
                 // Boxed: the handler's state (it may wait on the store)
-                // lives only while a frame is handled.
+                // lives only while frames are handled.
                 self.handling = Some(Box::pin(async move {
-                    conn.handle_frame(&text).await;
-                    conn
+                    if more.is_empty() {
+                        conn.handle_frame(&text).await;
+                    } else {
+                        more.insert(0, text);
+                        conn.handle_frames(&more).await;
+                    }
+                    (conn, next)
                 }));
             }
             Inbound::Binary(bytes) => {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod flaky;
+
 use chat_core::{
     BotTask, ClientFrame, Codec, Connection, Cursor, Engine, ErrorCode, Limits, Message,
     OutboxReceiver, Recv, Request, ServerFrame,

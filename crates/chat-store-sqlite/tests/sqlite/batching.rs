@@ -177,7 +177,11 @@ async fn a_failing_append_fails_alone_and_leaves_no_trace() {
     for q in queued {
         results.push(q.await.unwrap());
     }
-    assert_eq!(store.metrics().commits - commits, 2, "the plug's batch, then ours");
+    assert_eq!(
+        store.metrics().commits - commits,
+        2,
+        "the plug's batch, then ours"
+    );
     assert_eq!(results[0].as_ref().unwrap().message.seq, 1);
     assert!(
         matches!(&results[1], Err(StoreError::Backend(_))),
@@ -198,6 +202,45 @@ async fn a_failing_append_fails_alone_and_leaves_no_trace() {
         .map(|m| m.body)
         .collect();
     assert_eq!(bodies, ["one", "two", "cured"]);
+}
+
+/// `append_many` is one request to the writer: its messages commit
+/// together, in order, and one that fails fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_many_commits_in_order_in_one_batch_and_a_failure_fails_alone() {
+    let (store, _dir, path) = open_temp();
+    create_room(&store, "lobby").await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_poison AFTER INSERT ON messages
+             WHEN NEW.body = 'poison' BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+    let before = store.metrics();
+    let bodies = ["one", "two", "poison", "three"];
+    let results = store
+        .append_many(bodies.iter().map(|b| msg("lobby", "a", b)).collect())
+        .await;
+    let seqs: Vec<Option<u64>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|a| a.message.seq))
+        .collect();
+    assert_eq!(seqs, [Some(1), Some(2), None, Some(3)]);
+    assert!(matches!(&results[2], Err(StoreError::Backend(_))));
+    let after = store.metrics();
+    assert_eq!(after.commits - before.commits, 1, "one commit");
+    assert_eq!(after.requests - before.requests, 4);
+    assert_eq!(after.failed_requests - before.failed_requests, 1);
+    assert!(store.append_many(Vec::new()).await.is_empty());
+    let stored: Vec<String> = store
+        .history("lobby", HistoryQuery::after(0, 10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(stored, ["one", "two", "three"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
