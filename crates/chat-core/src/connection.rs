@@ -31,6 +31,14 @@ const REPLAY_PAGE: u32 = 500;
 const MAX_CLIENT_ID_BYTES: usize = 64;
 /// Longest room topic, in bytes.
 const MAX_TOPIC_BYTES: usize = 256;
+/// Shortest time between two typing events of one connection.
+const TYPING_GAP_MS: u32 = 1000;
+
+/// The wall clock in milliseconds, wrapping at 2^32.
+fn wrapping_ms() -> u32 {
+    // Truncation is the point: differences are taken wrapping.
+    (now_ms() & u64::from(u32::MAX)) as u32
+}
 
 /// A client's connection: created by [`Engine::connect`] or
 /// [`Engine::open`]; the transport feeds it frames with
@@ -42,7 +50,11 @@ pub struct Connection {
     user: Option<Arc<str>>,
     token_hash: Option<TokenHash>,
     subs: RoomSet,
-    last_typing: Option<tokio::time::Instant>,
+    /// When it last sent a typing event: the wall clock's milliseconds,
+    /// wrapping at 2^32 (four bytes instead of sixteen in every
+    /// connection; at worst one event is held back when the last came a
+    /// multiple of 49.7 days before).
+    typed: u32,
     /// REST calls: not a live session, so no presence.
     detached: bool,
     /// Uploads in progress over frames, by handle.
@@ -69,11 +81,13 @@ struct Sends {
 }
 
 /// The rooms a connection is subscribed to: a sorted list, one small
-/// allocation for the usual handful (a hash set's table is several times
-/// that, kept by every idle connection); at most
+/// allocation of exactly its length (a hash set's table is several times
+/// that, kept by every idle connection; a `Vec` is a word longer in every
+/// connection, for growth that subscriptions, changed rarely, do not
+/// need); at most
 /// [`Limits::max_subscriptions`](crate::Limits::max_subscriptions) long.
 #[derive(Debug, Default)]
-struct RoomSet(Vec<Box<str>>);
+struct RoomSet(Box<[Box<str>]>);
 
 impl RoomSet {
     fn len(&self) -> usize {
@@ -82,21 +96,17 @@ impl RoomSet {
 
     fn insert(&mut self, room: &str) {
         if let Err(at) = self.0.binary_search_by(|r| (**r).cmp(room)) {
-            if self.0.capacity() == 0 {
-                // Room for one: most connections follow a room or two (a
-                // first push would take room for four).
-                self.0.reserve_exact(1);
-            }
-            self.0.insert(at, room.into());
+            let mut rooms = std::mem::take(&mut self.0).into_vec();
+            rooms.insert(at, room.into());
+            self.0 = rooms.into_boxed_slice();
         }
     }
 
     fn remove(&mut self, room: &str) {
         if let Ok(at) = self.0.binary_search_by(|r| (**r).cmp(room)) {
-            self.0.remove(at);
-            if self.0.is_empty() {
-                self.0 = Vec::new();
-            }
+            let mut rooms = std::mem::take(&mut self.0).into_vec();
+            rooms.remove(at);
+            self.0 = rooms.into_boxed_slice();
         }
     }
 }
@@ -218,7 +228,7 @@ impl Connection {
             user: None,
             token_hash: None,
             subs: RoomSet::default(),
-            last_typing: None,
+            typed: wrapping_ms().wrapping_sub(TYPING_GAP_MS),
             detached,
             uploads: Uploads::default(),
             _permit: permit,
@@ -416,7 +426,7 @@ impl Connection {
 
     /// Logs out locally: ends subscriptions and presence.
     fn end_login(&mut self) {
-        for room in std::mem::take(&mut self.subs).0 {
+        for room in std::mem::take(&mut self.subs).0.into_vec() {
             self.engine
                 .inner
                 .fanout
@@ -972,13 +982,10 @@ impl Connection {
             ClientFrame::Typing { room } => {
                 let user = self.require_user()?;
                 self.check_action(&room, &user, Action::Post).await?;
-                let now = tokio::time::Instant::now();
+                let now = wrapping_ms();
                 // At most one typing event per second per connection.
-                if self
-                    .last_typing
-                    .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
-                {
-                    self.last_typing = Some(now);
+                if now.wrapping_sub(self.typed) >= TYPING_GAP_MS {
+                    self.typed = now;
                     let frame = ServerFrame::Typing {
                         room: room.clone(),
                         user: user.to_string(),
@@ -1244,6 +1251,14 @@ mod tests {
         }
     }
 
+    /// Every session keeps its connection, so every byte counts (a
+    /// WebSocket session's fields fit 256 bytes with it).
+    #[test]
+    fn a_connection_fits_128_bytes() {
+        let size = std::mem::size_of::<super::Connection>();
+        assert!(size <= 128, "{size}");
+    }
+
     #[test]
     fn room_set_keeps_each_room_once_in_order_and_frees_when_empty() {
         let mut set = RoomSet::default();
@@ -1258,6 +1273,6 @@ mod tests {
         set.remove("dev");
         set.remove("ops");
         assert_eq!(set.len(), 0);
-        assert_eq!(set.0.capacity(), 0);
+        assert!(set.0.is_empty());
     }
 }

@@ -86,6 +86,10 @@ struct State {
     /// woken when the writer takes frames or the queue closes. Empty, no
     /// allocation, nearly always.
     writers: Vec<Waker>,
+    /// Whether the receiver's last take included a reply (here, in the
+    /// state's spare bytes, rather than in the receiver that every session
+    /// keeps).
+    took_reply: bool,
 }
 
 #[derive(Debug)]
@@ -107,8 +111,6 @@ pub struct Outbox {
 #[derive(Debug)]
 pub struct OutboxReceiver {
     shared: Arc<Shared>,
-    /// Whether the last take included a reply.
-    took_reply: bool,
 }
 
 /// What the writer gets from [`OutboxReceiver::recv_many`].
@@ -143,16 +145,14 @@ impl Outbox {
                 closed: None,
                 waker: None,
                 writers: Vec::new(),
+                took_reply: false,
             }),
         });
         (
             Outbox {
                 shared: shared.clone(),
             },
-            OutboxReceiver {
-                shared,
-                took_reply: false,
-            },
+            OutboxReceiver { shared },
         )
     }
 }
@@ -326,7 +326,7 @@ impl OutboxReceiver {
             register(&mut st.waker, cx);
             return Poll::Pending;
         }
-        self.took_reply = false;
+        st.took_reply = false;
         let n = st.queue.len().min(max.max(1));
         buf.reserve(n);
         let state = &mut *st;
@@ -334,7 +334,7 @@ impl OutboxReceiver {
             state.bytes -= u32::try_from(frame.len()).unwrap_or(u32::MAX);
             if reply {
                 state.replies -= 1;
-                self.took_reply = true;
+                state.took_reply = true;
             }
             buf.push(frame);
         }
@@ -354,7 +354,11 @@ impl OutboxReceiver {
         st.bytes -= u32::try_from(frame.len()).unwrap_or(u32::MAX);
         if reply {
             st.replies -= 1;
-            self.took_reply = true;
+            st.took_reply = true;
+        }
+        if st.queue.is_empty() {
+            // As in `poll_recv_many`: an idle session keeps no storage.
+            st.queue = VecDeque::new();
         }
         Shared::wake_writers(st);
         Some(frame)
@@ -365,7 +369,7 @@ impl OutboxReceiver {
     /// ([`Session::deliver_reply`]): a writer gathering frames writes at
     /// once then.
     pub fn took_reply(&self) -> bool {
-        self.took_reply
+        self.shared.lock().took_reply
     }
 
     /// Resolves once a reply is queued (or the session closed): a writer

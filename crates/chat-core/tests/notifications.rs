@@ -171,3 +171,39 @@ async fn a_token_refresh_keeps_the_session() {
     let r = other.call(ClientFrame::Auth { token }).await;
     assert!(matches!(r, ServerFrame::Authed { .. }), "{r:?}");
 }
+
+/// Typing events reach the room at most once a second per connection.
+#[tokio::test]
+async fn typing_events_are_throttled_to_one_a_second() {
+    let e = support::engine();
+    let mut alice = Client::signup(&e, "alice").await;
+    alice.create("r", "public").await;
+    let mut bob = Client::signup(&e, "bob").await;
+    bob.join("r").await;
+    bob.subscribe("r", None).await;
+    let typing = || ClientFrame::Typing { room: "r".into() };
+    for _ in 0..3 {
+        assert!(matches!(alice.call(typing()).await, ServerFrame::Ok { .. }));
+    }
+    alice.send("r", "after typing").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    alice.call(typing()).await;
+    alice.send("r", "typed again").await;
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match bob.next().await {
+            ServerFrame::Typing { user, .. } => seen.push(format!("typing {user}")),
+            ServerFrame::Message { message } => seen.push(message.body),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "typing alice",
+            "after typing",
+            "typing alice",
+            "typed again"
+        ]
+    );
+}
