@@ -6,25 +6,13 @@
 mod support;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use chat_core::{Engine, ErrorCode, ServerFrame};
-use support::flaky::Flaky;
-use support::{error_code, Client};
+use chat_core::{ErrorCode, ServerFrame};
+use support::error_code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_never_acks_and_never_broadcasts() {
-    let store = Arc::new(Flaky::default());
-    let e = Engine::builder()
-        .limits(support::limits())
-        .store_arc(store.clone())
-        .build()
-        .unwrap();
-    let mut alice = Client::signup(&e, "alice").await;
-    alice.create("r", "public").await;
-    let mut bob = Client::signup(&e, "bob").await;
-    bob.join("r").await;
-    bob.subscribe("r", None).await;
+    let (store, e, mut alice, mut bob) = support::flaky::room().await;
 
     alice.send("r", "stored").await;
     store.failing.store(true, Ordering::SeqCst);

@@ -5,12 +5,9 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use chat_core::{ClientFrame, Codec, Engine, ErrorCode, Request, ServerFrame};
-use support::flaky::{Flaky, POISON};
-use support::Client;
+use chat_core::{ClientFrame, Codec, ErrorCode, Request, ServerFrame};
+use support::flaky::POISON;
 
 /// A reply, without what differs between two runs (timestamps, texts).
 #[derive(Debug, PartialEq)]
@@ -55,17 +52,7 @@ fn frames() -> Vec<Bytes> {
 /// returns the replies, the store's `append_many` sizes, and what a
 /// subscriber saw.
 async fn run(together: bool) -> (Vec<Seen>, Vec<usize>, Vec<(u64, String)>) {
-    let store = Arc::new(Flaky::default());
-    let e = Engine::builder()
-        .limits(support::limits())
-        .store_arc(store.clone())
-        .build()
-        .unwrap();
-    let mut alice = Client::signup(&e, "alice").await;
-    alice.create("r", "public").await;
-    let mut bob = Client::signup(&e, "bob").await;
-    bob.join("r").await;
-    bob.subscribe("r", None).await;
+    let (store, e, mut alice, mut bob) = support::flaky::room().await;
 
     let frames = frames();
     if together {

@@ -1,12 +1,12 @@
 //! A store that fails on demand (see [`Flaky`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chat_core::{
-    Appended, HistoryQuery, MemoryStore, Message, NewMessage, Role, RoomRecord, Store, StoreError,
-    TokenRecord, UserRecord,
+    Appended, Engine, HistoryQuery, MemoryStore, Message, NewMessage, Role, RoomRecord, Store,
+    StoreError, TokenRecord, UserRecord,
 };
 
 /// A MemoryStore whose appends fail while `failing` is set, like a full
@@ -17,6 +17,23 @@ pub struct Flaky {
     inner: MemoryStore,
     pub failing: AtomicBool,
     pub batches: Mutex<Vec<usize>>,
+}
+
+/// An engine on a [`Flaky`] store, with `alice` (who made the public room
+/// `r`) and `bob` (a member, subscribed to it).
+pub async fn room() -> (Arc<Flaky>, Engine, super::Client, super::Client) {
+    let store = Arc::new(Flaky::default());
+    let e = Engine::builder()
+        .limits(super::limits())
+        .store_arc(store.clone())
+        .build()
+        .unwrap();
+    let mut alice = super::Client::signup(&e, "alice").await;
+    alice.create("r", "public").await;
+    let mut bob = super::Client::signup(&e, "bob").await;
+    bob.join("r").await;
+    bob.subscribe("r", None).await;
+    (store, e, alice, bob)
 }
 
 /// A message body whose append always fails.

@@ -143,6 +143,24 @@ async fn a_failing_request_fails_alone_and_leaves_no_trace() {
     assert_eq!(store.last_seq("lobby").await.unwrap(), 2);
 }
 
+/// Makes appends of the body `poison` fail after their row and index
+/// entries are written (a trigger).
+fn poison_appends(path: &std::path::Path) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_poison AFTER INSERT ON messages
+             WHEN NEW.body = 'poison' BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+}
+
+/// The bodies of a room's first messages, in order.
+async fn bodies(store: &chat_store_sqlite::SqliteStore, room: &str) -> Vec<String> {
+    let page = store.history(room, HistoryQuery::after(0, 100)).await;
+    page.unwrap().into_iter().map(|m| m.body).collect()
+}
+
 /// Appends run without a savepoint of their own (SQLite makes each
 /// statement atomic): one that fails after its row went in is undone alone,
 /// takes no `seq`, and leaves no idempotency key behind.
@@ -150,14 +168,7 @@ async fn a_failing_request_fails_alone_and_leaves_no_trace() {
 async fn a_failing_append_fails_alone_and_leaves_no_trace() {
     let (store, _dir, path) = open_temp();
     create_room(&store, "lobby").await;
-    // Fail after the row and its index entries are written.
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER no_poison AFTER INSERT ON messages
-             WHEN NEW.body = 'poison' BEGIN SELECT RAISE(ABORT, 'injected'); END;",
-        )
-        .unwrap();
+    poison_appends(&path);
     let keyed = |body: &str, client_id: &str| NewMessage {
         client_id: Some(client_id.to_owned()),
         ..msg("lobby", "a", body)
@@ -194,14 +205,7 @@ async fn a_failing_append_fails_alone_and_leaves_no_trace() {
     let retry = store.append(keyed("cured", "k2")).await.unwrap();
     assert!(!retry.duplicate);
     assert_eq!(retry.message.seq, 3);
-    let bodies: Vec<String> = store
-        .history("lobby", HistoryQuery::after(0, 10))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.body)
-        .collect();
-    assert_eq!(bodies, ["one", "two", "cured"]);
+    assert_eq!(bodies(&store, "lobby").await, ["one", "two", "cured"]);
 }
 
 /// `append_many` is one request to the writer: its messages commit
@@ -210,17 +214,11 @@ async fn a_failing_append_fails_alone_and_leaves_no_trace() {
 async fn append_many_commits_in_order_in_one_batch_and_a_failure_fails_alone() {
     let (store, _dir, path) = open_temp();
     create_room(&store, "lobby").await;
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER no_poison AFTER INSERT ON messages
-             WHEN NEW.body = 'poison' BEGIN SELECT RAISE(ABORT, 'injected'); END;",
-        )
-        .unwrap();
+    poison_appends(&path);
     let before = store.metrics();
-    let bodies = ["one", "two", "poison", "three"];
+    let sent = ["one", "two", "poison", "three"];
     let results = store
-        .append_many(bodies.iter().map(|b| msg("lobby", "a", b)).collect())
+        .append_many(sent.iter().map(|b| msg("lobby", "a", b)).collect())
         .await;
     let seqs: Vec<Option<u64>> = results
         .iter()
@@ -233,14 +231,7 @@ async fn append_many_commits_in_order_in_one_batch_and_a_failure_fails_alone() {
     assert_eq!(after.requests - before.requests, 4);
     assert_eq!(after.failed_requests - before.failed_requests, 1);
     assert!(store.append_many(Vec::new()).await.is_empty());
-    let stored: Vec<String> = store
-        .history("lobby", HistoryQuery::after(0, 10))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.body)
-        .collect();
-    assert_eq!(stored, ["one", "two", "three"]);
+    assert_eq!(bodies(&store, "lobby").await, ["one", "two", "three"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,6 +254,12 @@ async fn a_failed_commit_fails_every_request_of_the_batch() {
         );
     }
     let s = store.clone();
+    let many = queue(&store, async move {
+        let ms = vec![msg("lobby", "a", "ok3"), msg("lobby", "a", "ok4")];
+        s.append_many(ms).await
+    })
+    .await;
+    let s = store.clone();
     let carol = queue(&store, async move {
         s.create_user(UserRecord {
             name: "carol".into(),
@@ -281,6 +278,9 @@ async fn a_failed_commit_fails_every_request_of_the_batch() {
     for a in appends {
         let e = a.await.unwrap().unwrap_err();
         assert!(is_batch_aborted(&e), "{e:?}");
+    }
+    for r in many.await.unwrap() {
+        assert!(is_batch_aborted(&r.unwrap_err()));
     }
     assert!(is_batch_aborted(&carol.await.unwrap().unwrap_err()));
     assert!(is_batch_aborted(&flush.await.unwrap().unwrap_err()));
