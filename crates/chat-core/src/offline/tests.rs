@@ -298,17 +298,19 @@ async fn replies_stream_in_word_deltas() {
     assert_eq!(deltas.concat(), whole);
 }
 
-fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("chat-core-offline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+/// Writes `contents` to `name` in `dir` (a temporary folder the test
+/// holds, removed with it).
+fn temp_file(dir: &tempfile::TempDir, name: &str, contents: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
     std::fs::write(&path, contents).unwrap();
     path
 }
 
 #[test]
 fn a_custom_knowledge_file_loads_and_a_broken_one_errors() {
+    let dir = tempfile::tempdir().unwrap();
     let md = temp_file(
+        &dir,
         "kb.md",
         "# Pizza bot\n\n## When is the pizzeria open?\nAlso: opening hours\nEvery day from noon to 11pm.\n\n\
          ## Do you deliver?\nYes, within 5 km.\n\n## Do you have vegan pizza?\nYes: the Verde, with cashew cheese.\n",
@@ -338,6 +340,7 @@ fn a_custom_knowledge_file_loads_and_a_broken_one_errors() {
     assert!(bot.respond(&req).starts_with("I don't know"));
 
     let json = temp_file(
+        &dir,
         "kb.json",
         r#"[{"question": "Do you deliver?", "answer": "Yes, within 5 km.", "also": ["home delivery"]},
             {"question": "When is the pizzeria open?", "answer": "Every day from noon to 11pm."}]"#,
@@ -354,6 +357,7 @@ fn a_custom_knowledge_file_loads_and_a_broken_one_errors() {
     assert_eq!(bot.respond(&req), "Yes, within 5 km.");
 
     let broken = temp_file(
+        &dir,
         "broken.md",
         "## A question without an answer?\n\n## Another?\n",
     );
@@ -365,7 +369,7 @@ fn a_custom_knowledge_file_loads_and_a_broken_one_errors() {
         ),
         "{err}"
     );
-    let broken = temp_file("broken.json", r#"{"question": "not an array"}"#);
+    let broken = temp_file(&dir, "broken.json", r#"{"question": "not an array"}"#);
     let err = OfflineBot::new(OfflineSettings::default().knowledge_path(&broken)).unwrap_err();
     assert!(
         matches!(err, OfflineError::Knowledge(KnowledgeError::Json { .. })),
