@@ -42,8 +42,9 @@ fn wrapping_ms() -> u32 {
 
 /// A client's connection: created by [`Engine::connect`] or
 /// [`Engine::open`]; the transport feeds it frames with
-/// [`handle_frame`](Connection::handle_frame). Dropping it ends the
-/// client's subscriptions and presence.
+/// [`handle_frame`](Connection::handle_frame), or those that arrived
+/// together with [`handle_frames`](Connection::handle_frames). Dropping it
+/// ends the client's subscriptions and presence.
 pub struct Connection {
     engine: Engine,
     session: Arc<dyn Session>,
@@ -304,17 +305,11 @@ impl Connection {
     ///
     /// [`handle_frames`]: Self::handle_frames
     async fn flush_sends(&mut self, sends: &mut Sends) {
-        let results = match sends.messages.len() {
-            0 => return,
-            1 => match sends.messages.pop() {
-                Some(message) => vec![self.engine.append_and_publish(message).await],
-                None => return,
-            },
-            _ => {
-                let messages = std::mem::take(&mut sends.messages);
-                self.engine.append_and_publish_many(messages).await
-            }
-        };
+        if sends.messages.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut sends.messages);
+        let results = self.engine.append_and_publish_many(messages).await;
         for (send, res) in sends.prepared.drain(..).zip(results) {
             let id = send.id;
             if let Err(e) = async { self.after_append(send, res?).await }.await {

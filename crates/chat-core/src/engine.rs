@@ -245,6 +245,11 @@ pub(crate) struct Inner {
     server_name: String,
 }
 
+/// The error of an append task that did not finish (it panicked).
+fn task_failed() -> EngineError {
+    EngineError::new(ErrorCode::Internal, "append task failed")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -592,44 +597,38 @@ impl Engine {
         }
     }
 
-    /// Appends a message and publishes it. Runs as its own task so that a
-    /// caller going away cannot leave a stored message unpublished.
+    /// Appends a message and publishes it (see
+    /// [`append_and_publish_many`](Self::append_and_publish_many)).
     pub(crate) async fn append_and_publish(
         &self,
         msg: NewMessage,
     ) -> Result<crate::store::Appended, EngineError> {
-        let engine = self.clone();
-        let guard = self.inflight();
-        let task = tokio::spawn(async move {
-            let _guard = guard;
-            let started = tokio::time::Instant::now();
-            let res = engine.inner.store.append(msg).await;
-            engine.inner.metrics.store_append.observe(started.elapsed());
-            let appended = res.inspect_err(|_| engine.inner.metrics.store_errors.inc())?;
-            engine.publish_appended(&appended).await;
-            Ok::<_, crate::StoreError>(appended)
-        });
-        match task.await {
-            Ok(res) => Ok(res?),
-            Err(_) => Err(EngineError::new(ErrorCode::Internal, "append task failed")),
-        }
+        let mut results = self.append_and_publish_many(vec![msg]).await;
+        results.pop().unwrap_or_else(|| Err(task_failed()))
     }
 
-    /// [`append_and_publish`](Self::append_and_publish) for several
-    /// messages in order, with one store request and one task: a
-    /// connection's pipelined sends. One result per message, in order.
+    /// Appends messages in order and publishes each one stored; one result
+    /// per message, in order. Runs as its own task so that a caller going
+    /// away cannot leave a stored message unpublished. Several (a
+    /// connection's pipelined sends) go to the store in one request.
     pub(crate) async fn append_and_publish_many(
         &self,
         msgs: Vec<NewMessage>,
     ) -> Vec<Result<crate::store::Appended, EngineError>> {
         let n = msgs.len();
-        self.inner.metrics.sends_batched.add(n as u64);
+        if n > 1 {
+            self.inner.metrics.sends_batched.add(n as u64);
+        }
         let engine = self.clone();
         let guard = self.inflight();
         let task = tokio::spawn(async move {
             let _guard = guard;
             let started = tokio::time::Instant::now();
-            let results = engine.inner.store.append_many(msgs).await;
+            let store = &engine.inner.store;
+            let results = match <[NewMessage; 1]>::try_from(msgs) {
+                Ok([one]) => vec![store.append(one).await],
+                Err(msgs) => store.append_many(msgs).await,
+            };
             let took = started.elapsed();
             for res in &results {
                 engine.inner.metrics.store_append.observe(took);
@@ -645,9 +644,7 @@ impl Engine {
                 .into_iter()
                 .map(|r| r.map_err(EngineError::from))
                 .collect(),
-            Err(_) => (0..n)
-                .map(|_| Err(EngineError::new(ErrorCode::Internal, "append task failed")))
-                .collect(),
+            Err(_) => (0..n).map(|_| Err(task_failed())).collect(),
         }
     }
 

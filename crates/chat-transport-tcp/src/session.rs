@@ -297,13 +297,13 @@ impl<Io: Stream> Live<Io> {
         // Lines already read are handled together (a client's pipelined
         // sends: one store request). What ends the run is held until they
         // are done, as it came after.
-        let mut more = Vec::new();
+        let mut run = vec![line];
         let mut next = None;
-        while more.len() + 1 < self.shared.settings.read_batch_lines {
+        while run.len() < self.shared.settings.read_batch_lines {
             match self.lines.next() {
                 Some(Line::Frame(l)) => {
                     self.pace.stir();
-                    more.push(l);
+                    run.push(l);
                 }
                 None => break,
                 stop => {
@@ -313,12 +313,7 @@ impl<Io: Stream> Live<Io> {
             }
         }
         self.handling = Some(Box::pin(async move {
-            if more.is_empty() {
-                conn.handle_frame(&line).await;
-            } else {
-                more.insert(0, line);
-                conn.handle_frames(&more).await;
-            }
+            conn.handle_frames(&run).await;
             (conn, next)
         }));
         None

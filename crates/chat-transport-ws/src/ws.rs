@@ -3,9 +3,10 @@
 //!
 //! The session is its own task (spawned once hyper hands the socket over):
 //! a future written by hand ([`Live`]) that parses the client's frames
-//! ([`crate::frame`]) and hands each text message to
-//! [`Connection::handle_frame`](chat_core::Connection::handle_frame) (which
-//! may wait on the store), one at a time, while it drains the session's
+//! ([`crate::frame`]) and hands the text messages, in order, a run of those
+//! already read at a time, to
+//! [`Connection::handle_frames`](chat_core::Connection::handle_frames)
+//! (which may wait on the store), while it drains the session's
 //! bounded outbox in batches (one write per batch, each frame's JSON
 //! written as it was encoded once by the engine, with only a 2-10 byte
 //! header built per send) and pings a quiet client. An idle session holds
@@ -593,11 +594,14 @@ impl<Io: Stream> Live<Io> {
                 // client's pipelined sends: one store request). What ends
                 // the run is held until they are done, as it came after.
                 let w = work(&mut self.work, &self.shared.settings);
-                let mut more = Vec::new();
+                let mut run = vec![text];
                 let mut next = None;
-                while more.len() + 1 < self.shared.settings.read_batch_frames {
+                while run.len() < self.shared.settings.read_batch_frames {
                     match w.dec.next() {
-                        Ok(Some(Inbound::Text(t))) => more.push(t),
+                        Ok(Some(Inbound::Text(t))) => {
+                            self.pace.stir();
+                            run.push(t);
+                        }
                         Ok(None) => break,
                         other => {
                             next = Some(other);
@@ -605,18 +609,10 @@ impl<Io: Stream> Live<Io> {
                         }
                     }
                 }
-                for _ in 0..more.len() {
-                    self.pace.stir();
-                }
                 // Boxed: the handler's state (it may wait on the store)
                 // lives only while frames are handled.
                 w.handling = Some(Box::pin(async move {
-                    if more.is_empty() {
-                        conn.handle_frame(&text).await;
-                    } else {
-                        more.insert(0, text);
-                        conn.handle_frames(&more).await;
-                    }
+                    conn.handle_frames(&run).await;
                     (conn, next)
                 }));
             }
