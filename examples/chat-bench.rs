@@ -63,6 +63,8 @@ mod spawn;
 mod worker;
 #[path = "chat-bench/workers.rs"]
 mod workers;
+#[path = "chat-bench/ws.rs"]
+mod ws;
 
 use args::{Opts, Scenario};
 

@@ -11,16 +11,14 @@ use std::time::Instant;
 
 use chat_core::{ClientFrame, Codec, Cursor, Request, ServerFrame};
 use chat_transport_tcp::client::{Connector, FrameReader, FrameWriter};
-use futures_util::{SinkExt, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
+
+use crate::ws::{Event, WsConn};
 
 /// Microseconds since this process started (the clock of the embedded
 /// send timestamps: publishers and subscribers share the process).
@@ -46,8 +44,6 @@ pub enum Target {
     /// `ws://ADDR/ws`, or `wss://` with a TLS connector.
     Ws {
         addr: String,
-        url: String,
-        config: WebSocketConfig,
         tls: Option<tokio_rustls::TlsConnector>,
     },
     /// TLS TCP.
@@ -55,16 +51,10 @@ pub enum Target {
 }
 
 impl Target {
-    /// A WebSocket target with small buffers (the client holds thousands).
+    /// A WebSocket target (`ws://ADDR/ws`).
     pub fn ws(addr: &str) -> Target {
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0)
-            .max_message_size(Some(16 << 20));
         Target::Ws {
             addr: addr.to_owned(),
-            url: format!("ws://{addr}/ws"),
-            config,
             tls: None,
         }
     }
@@ -72,14 +62,9 @@ impl Target {
     /// A WebSocket target over TLS (`wss://`), trusting what `config`
     /// trusts.
     pub fn wss(addr: &str, config: Arc<rustls::ClientConfig>) -> Target {
-        match Target::ws(addr) {
-            Target::Ws { config: ws, .. } => Target::Ws {
-                addr: addr.to_owned(),
-                url: format!("wss://{addr}/ws"),
-                config: ws,
-                tls: Some(tokio_rustls::TlsConnector::from(config)),
-            },
-            tcp => tcp,
+        Target::Ws {
+            addr: addr.to_owned(),
+            tls: Some(tokio_rustls::TlsConnector::from(config)),
         }
     }
 
@@ -175,7 +160,7 @@ impl AsyncWrite for Io {
 
 /// A connected client.
 pub enum Conn {
-    Ws(Box<WebSocketStream<Io>>),
+    Ws(Box<WsConn<Io>>),
     Tcp(FrameReader, FrameWriter),
 }
 
@@ -279,12 +264,11 @@ impl Conn {
     /// Connects and reads the server's `hello`.
     pub async fn connect(target: &Target) -> Result<Conn, String> {
         let mut conn = match target {
-            Target::Ws { url, config, .. } => {
+            Target::Ws { addr, .. } => {
                 let io = target.http_stream().await?;
-                let (ws, _) =
-                    tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(*config))
-                        .await
-                        .map_err(|e| format!("connect: {}", io_reason(e)))?;
+                let ws = WsConn::handshake(io, addr, "/ws")
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
                 Conn::Ws(Box::new(ws))
             }
             Target::Tcp { addr, connector } => {
@@ -310,8 +294,8 @@ impl Conn {
     pub async fn send(&mut self, req: &Request) -> Result<(), String> {
         match self {
             Conn::Ws(ws) => {
-                let text = serde_json::to_string(req).map_err(|e| e.to_string())?;
-                ws.send(WsMessage::text(text)).await.map_err(io_reason)
+                let text = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+                ws.send_texts([text.as_slice()]).await.map_err(io_reason)
             }
             Conn::Tcp(_, w) => w.send(req).await.map_err(io_reason),
         }
@@ -321,11 +305,14 @@ impl Conn {
     pub async fn send_many(&mut self, reqs: &[Request]) -> Result<(), String> {
         match self {
             Conn::Ws(ws) => {
-                for req in reqs {
-                    let text = serde_json::to_string(req).map_err(|e| e.to_string())?;
-                    ws.feed(WsMessage::text(text)).await.map_err(io_reason)?;
-                }
-                ws.flush().await.map_err(io_reason)
+                let texts = reqs
+                    .iter()
+                    .map(serde_json::to_vec)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                ws.send_texts(texts.iter().map(Vec::as_slice))
+                    .await
+                    .map_err(io_reason)
             }
             Conn::Tcp(_, w) => {
                 let mut buf = Vec::with_capacity(reqs.len() * 200);
@@ -341,20 +328,14 @@ impl Conn {
     /// The next frame, or why the connection ended. Cancel-safe.
     pub async fn recv(&mut self) -> Incoming {
         match self {
-            Conn::Ws(ws) => loop {
-                match ws.next().await {
-                    Some(Ok(WsMessage::Text(t))) => return parse(t.as_bytes()),
-                    Some(Ok(WsMessage::Binary(b))) => return parse(&b),
-                    Some(Ok(WsMessage::Close(frame))) => {
-                        return Incoming::Closed(match frame {
-                            Some(f) => format!("ws-close:{} {}", u16::from(f.code), f.reason),
-                            None => "ws-close".to_owned(),
-                        })
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Incoming::Closed(io_reason(e)),
-                    None => return Incoming::Closed("eof".to_owned()),
+            Conn::Ws(ws) => match ws.next_message().await {
+                Ok(Event::Message(raw)) => parse(raw),
+                Ok(Event::Close(Some(code), reason)) => {
+                    Incoming::Closed(format!("ws-close:{code} {reason}"))
                 }
+                Ok(Event::Close(None, _)) => Incoming::Closed("ws-close".to_owned()),
+                Ok(Event::Eof) => Incoming::Closed("eof".to_owned()),
+                Err(e) => Incoming::Closed(io_reason(e)),
             },
             Conn::Tcp(r, _) => match r.recv_line().await {
                 Ok(Some(line)) => parse(&line),
@@ -461,7 +442,7 @@ impl Conn {
     pub async fn close(self) {
         match self {
             Conn::Ws(mut ws) => {
-                let _ = WebSocketStream::close(&mut ws, None).await;
+                let _ = ws.close().await;
             }
             Conn::Tcp(_, mut w) => {
                 let _ = w.close().await;

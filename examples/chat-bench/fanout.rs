@@ -90,9 +90,13 @@ async fn subscriber(
 ) -> SubResult {
     let mut seen = SeqSet::default();
     let mut closed = None;
+    // One wait for the stop for the whole run (a new one per message was
+    // a twentieth of the tool's CPU).
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            biased;
             inc = conn.recv() => match inc {
                 Incoming::Message { seq, sent_us } => {
                     if seen.insert(seq) {
@@ -108,7 +112,8 @@ async fn subscriber(
                     break;
                 }
                 _ => {}
-            }
+            },
+            _ = &mut stopped => break,
         }
     }
     drop(conn);
