@@ -29,7 +29,7 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
-/// What [`WsConn::poll_message`] hands over.
+/// What [`WsConn::next_message`] hands over.
 pub enum Event<'a> {
     /// A whole text or binary message.
     Message(&'a [u8]),
