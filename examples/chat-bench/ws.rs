@@ -50,7 +50,8 @@ pub struct WsConn<Io> {
     pieces: Vec<u8>,
     /// `pieces` was handed over: cleared before parsing on.
     pieces_done: bool,
-    /// Control frames to send (pongs), written before anything else.
+    /// Control frames to send (pongs), written before anything else; its
+    /// storage is reused as the buffer of the next send.
     control: Vec<u8>,
     /// State of the mask generator (xorshift: the masks only have to vary,
     /// the server does not judge them).
